@@ -1,0 +1,81 @@
+"""Shared fixtures: the course checkout, and datasets that never touch the network.
+
+MNIST cannot be downloaded on the test machines, so tests write small MNIST-format IDX files;
+Fashion-MNIST comes from Debian's dataset-fashion-mnist, as on a course server.
+"""
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autograder.course import Course
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION_IDX = Path("/usr/share/datasets/fashion-mnist")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: magic 0x08 then the number of dimensions, then the sizes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def learnable_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n 28x28 images whose class k is a bright band at rows 2k..2k+7 over faint noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 2 * k: 2 * k + 8, 4:24] = 255
+    return images, labels
+
+
+def write_mnist_idx(folder: Path, n_train: int = 600, n_test: int = 200, gz: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = learnable_digits(n, seed)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            data = idx_bytes(array)
+            name = f"{prefix}-{kind}-ubyte"
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+            else:
+                (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def course() -> Course:
+    return Course(ROOT)
+
+
+@pytest.fixture
+def course_copy(tmp_path: Path) -> Course:
+    """A scratch copy of the course's source/ and release/ to break on purpose."""
+    for part in ("source", "release"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return Course(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def datasets(tmp_path_factory) -> Path:
+    """An IDX search path with test-written MNIST and Debian's Fashion-MNIST, and its cache."""
+    if not (FASHION_IDX / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"{FASHION_IDX} is missing: apt-get install dataset-fashion-mnist")
+    root = tmp_path_factory.mktemp("datasets")
+    write_mnist_idx(root / "idx" / "mnist", gz=True)
+    (root / "idx" / "fashion-mnist").symlink_to(FASHION_IDX)
+    return root
+
+
+@pytest.fixture
+def data_env(datasets: Path, monkeypatch) -> Path:
+    """Environment (inherited by notebook kernels) that finds both datasets offline."""
+    monkeypatch.setenv("AUTOGRADER_DATA", str(datasets / "cache"))
+    monkeypatch.setenv("AUTOGRADER_IDX_PATH", str(datasets / "idx"))
+    monkeypatch.setenv("AUTOGRADER_OFFLINE", "1")
+    return datasets
