@@ -1,0 +1,197 @@
+"""The pytest plugin that runs the check modules against submissions.
+
+A check is a pytest test in `autograder/checks/<lab>.py` named `test_<unit>_<what>`, whose
+docstring says what it checks, with markers for its points and visibility:
+
+    @pytest.mark.points(5)
+    @pytest.mark.hidden            # results.json: after_published, message only
+    def test_softmax_is_stable(submission): ...
+
+It asks for what it needs — `submission` (a handle on this student's worker for the lab),
+`fashion_mnist_test`, `device` — and the plugin supplies it, once per student and lab.
+Outcomes are collected from pytest's reports into a JSON file, never parsed from text.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from .course import Course
+from .sandbox import Limits, Server, WorkerFailure
+
+OPTIONS = ("manifest", "results", "device")
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("autograder")
+    group.addoption("--autograder-manifest", help="JSON: course root, limits, students and their code")
+    group.addoption("--autograder-results", help="where to write the outcome of every check (JSON)")
+    group.addoption("--autograder-device", default="cpu", help="cpu or cuda")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "points(n): what the check is worth")
+    config.addinivalue_line("markers", "hidden: a check the student sees only after grades are published")
+    if config.getoption("--autograder-manifest"):
+        config.pluginmanager.register(Grading(config), "autograder-grading")
+
+
+def unit_of(test_name: str, units: list[str]) -> str | None:
+    """The unit a check belongs to: the longest unit name that `test_<unit>_` starts with."""
+    matches = [u for u in units if test_name.startswith(f"test_{u}_")]
+    return max(matches, key=len) if matches else None
+
+
+def check_label(item) -> str:
+    doc = (item.function.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else item.originalname.removeprefix("test_").replace("_", " ")
+
+
+class LabRun:
+    """One student's lab: the worker, started once its first check needs it."""
+
+    def __init__(self, server: Server, lab: dict[str, Any]):
+        self.server, self.lab = server, lab
+        self.worker, self.loaded, self.problem = None, {}, lab.get("problem")
+
+    def start(self) -> None:
+        if self.worker is not None or self.problem:
+            return
+        self.worker = self.server.worker()
+        try:
+            status = self.worker.load(self.lab["setup"], self.lab["units"])
+        except WorkerFailure as e:
+            self.problem = f"the notebook's code could not be loaded: {e}"
+            return
+        if "setup_error" in status:
+            self.problem = f"grader fault: the assignment's setup cell failed ({status['setup_error']})"
+        self.loaded = status.get("loaded", {})
+
+    def close(self) -> dict:
+        summary = {"problem": self.problem}
+        if self.worker is not None:
+            summary["output"] = self.worker.output_text()
+            summary["stopped"] = self.worker.reason if self.worker.reason != "closed" else None
+            self.worker.close()
+        return summary
+
+
+class Submission:
+    """What a check holds: run probes in this student's worker, read their code."""
+
+    def __init__(self, run: LabRun, unit: str, labs: dict[str, dict]):
+        self._run, self.unit, self._labs = run, unit, labs
+
+    def source(self, unit: str | None = None) -> str:
+        return self._run.lab["units"].get(unit or self.unit, "")
+
+    def other_lab_code(self, unit: str) -> dict:
+        """The student's cell for a unit of another lab, with that lab's setup cells (to run in a probe)."""
+        for lab in self._labs.values():
+            if unit in lab.get("units", {}):
+                return {"own_net_code": lab["units"][unit], "setup": lab["setup"]}
+        return {"own_net_code": "", "setup": []}
+
+    def tree(self, unit: str | None = None) -> ast.Module:
+        return ast.parse(self.source(unit))
+
+    def run(self, probe: Callable, **args: Any) -> Any:
+        try:
+            return self._run.worker.run(probe.__probe_id__, args, f"the check of {self.unit}")
+        except WorkerFailure as e:
+            pytest.fail(str(e), pytrace=False)
+
+
+class Grading:
+    def __init__(self, config):
+        self.manifest = json.loads(Path(config.getoption("--autograder-manifest")).read_text())
+        self.results_path = Path(config.getoption("--autograder-results"))
+        self.device_name = config.getoption("--autograder-device")
+        if self.device_name == "auto":
+            import torch
+
+            self.device_name = "cuda" if torch.cuda.is_available() else "cpu"
+        self.course = Course(Path(self.manifest["course"]))
+        self.server: Server | None = None
+        self.outcomes: list[dict] = []
+        self.labs: dict[tuple[str, str], dict] = {}
+
+    # -- parametrising every check over the students ----------------------------------------
+    def pytest_generate_tests(self, metafunc) -> None:
+        if "student" in metafunc.fixturenames:
+            students = sorted(self.manifest["students"])
+            metafunc.parametrize("student", students, ids=students, scope="module")
+
+    @pytest.fixture(scope="session")
+    def device(self) -> str:
+        return self.device_name
+
+    @pytest.fixture(scope="session")
+    def fashion_mnist_test(self):
+        images, labels = self.course.helpers().load("fashion-mnist", "test")
+        return images.to(self.device_name), labels.to(self.device_name)
+
+    @pytest.fixture(scope="module")
+    def lab_run(self, request, student):
+        if self.server is None:
+            self.server = Server(self.course, self.device_name, Limits(**self.manifest.get("limits", {})))
+        lab = Path(request.module.__file__).stem
+        run = LabRun(self.server, self.manifest["students"][student].get(lab, {"problem": "no notebook"}))
+        yield run
+        self.labs[(student, lab)] = run.close()
+
+    @pytest.fixture
+    def submission(self, request, lab_run):
+        unit = unit_of(request.node.originalname, self.manifest["units"][Path(request.module.__file__).stem])
+        lab_run.start()
+        if lab_run.problem:
+            pytest.fail(lab_run.problem, pytrace=False)
+        if unit not in lab_run.lab["units"]:
+            pytest.fail(f"{unit} was not found in the notebook (no solution cell with grade_id {unit!r} "
+                        f"and no top-level definition of {unit})", pytrace=False)
+        if lab_run.loaded.get(unit):
+            pytest.fail(f"the cell defining {unit} raised {lab_run.loaded[unit]}", pytrace=False)
+        return Submission(lab_run, unit, self.manifest["students"][request.node.callspec.params["student"]])
+
+    # -- collecting outcomes -----------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if report.when == "call" or (report.when == "setup" and report.failed):
+            student = item.callspec.params["student"]
+            lab = Path(item.module.__file__).stem
+            units = self.manifest["units"][lab]
+            points = item.get_closest_marker("points")
+            self.outcomes.append({
+                "student": student, "lab": lab, "unit": unit_of(item.originalname, units),
+                "check": item.originalname, "label": check_label(item),
+                "points": float(points.args[0]) if points else 0.0,
+                "hidden": item.get_closest_marker("hidden") is not None,
+                "passed": report.passed, "seconds": round(call.duration, 3),
+                "message": _message(call.excinfo) if report.failed else "",
+            })
+
+    def pytest_sessionfinish(self, session) -> None:
+        if self.server is not None:
+            self.server.close()
+        labs = [{"student": s, "lab": lab, **summary} for (s, lab), summary in self.labs.items()]
+        tmp = self.results_path.with_suffix(".part")
+        tmp.write_text(json.dumps({"checks": self.outcomes, "labs": labs, "finished": time.time()}))
+        tmp.replace(self.results_path)
+
+
+def _message(excinfo) -> str:
+    if excinfo is None:
+        return ""
+    error = excinfo.value
+    if isinstance(error, AssertionError):
+        return str(error).split("\nassert ")[0].strip() or "the check failed"
+    if excinfo.typename == "Failed":  # pytest.fail: our own words already
+        return str(error)
+    return f"the grader could not judge the reply ({excinfo.typename}: {error})"

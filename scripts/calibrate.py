@@ -1,0 +1,75 @@
+"""Calibrate the accuracy thresholds of the trainer checks.
+
+Runs the source solutions of train_online and train_minibatch through the checks' own probe
+(training.train_recipe: the same schedule, seeding and nets as in grading) over many seeds, for
+the grader's template_net and for the reference one_layer_net, and scores each on the
+Fashion-MNIST test set as the grader does. Prints a markdown table (worst, mean, best) and the
+threshold it implies: the worst seed less a margin, rounded down.
+
+    python scripts/calibrate.py --seeds 20 [--device cuda] > docs/calibration.md
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+from autograder import training
+from autograder.course import find_course, read_notebook
+from autograder.extract import setup_cells, units_in
+from autograder.worker import ProbeContext
+
+MARGIN = 0.03
+
+
+def reference_namespace(course) -> tuple[dict, dict[str, dict]]:
+    """The source solutions of every lab in one namespace, and each unit's code with its setup."""
+    namespace: dict = {"__name__": "__main__"}
+    units = {}
+    for lab in course.labs:
+        setup = setup_cells(lab)
+        found, _ = units_in(read_notebook(lab.exercise), lab.units)
+        units.update({unit: {"own_net_code": code, "setup": setup} for unit, code in found.items()})
+        for code in (*setup, *found.values()):
+            exec(compile(code, str(lab.exercise), "exec"), namespace)
+    return namespace, units
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--trainers", nargs="+", default=["train_online", "train_minibatch"])
+    args = parser.parse_args()
+
+    course = find_course()
+    utils = course.helpers()
+    images, labels = utils.load("fashion-mnist", "train")
+    test = tuple(t.to(args.device) for t in utils.load("fashion-mnist", "test"))
+    namespace, units = reference_namespace(course)
+    ctx = ProbeContext(namespace, {"train_data": images, "train_label": labels}, args.device)
+
+    print(f"Reference accuracies on the Fashion-MNIST test set, {args.seeds} seeds (0..{args.seeds - 1}), "
+          f"device {args.device}, torch {torch.__version__}; threshold = worst - {MARGIN}, rounded down.\n")
+    print("| trainer | net | seeds | worst | mean | best | threshold | seconds per run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for trainer in args.trainers:
+        for own in (False, True):
+            scores, started = [], time.perf_counter()
+            for seed in range(args.seeds):
+                result = training.train_recipe(ctx, trainer, seed, **(units["one_layer_net"] if own else {}))
+                scores.append(training.accuracy(result["state"], test))
+            seconds = (time.perf_counter() - started) / args.seeds
+            threshold = math.floor((min(scores) - MARGIN) * 100) / 100
+            print(f"| {trainer} | {'one_layer_net' if own else 'template_net'} | {args.seeds} | {min(scores):.4f} "
+                  f"| {statistics.mean(scores):.4f} | {max(scores):.4f} | {threshold:.2f} | {seconds:.1f} |",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
