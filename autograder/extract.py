@@ -41,18 +41,24 @@ def _runnable(source: str) -> str:
 
 
 def units_in(nb, units: tuple[str, ...]) -> tuple[dict[str, str], int]:
-    """The code of each unit found, and how many were found by grade_id (for matching)."""
-    by_id: dict[str, str] = {}
-    by_name: dict[str, str] = {}
+    """The code of each unit found, and how many units some cell names by grade_id (for matching).
+
+    A cell holds a unit when its grade_id is the unit's name or it defines that name at top
+    level; the last such cell wins, as in the notebook the student ran top to bottom."""
+    found: dict[str, str] = {}
+    by_id = set()
     for cell in nb.cells:
         if cell.get("cell_type") != "code" or not isinstance(cell.get("source"), str):
             continue
+        code = _runnable(cell.source)
         grade_id = nbgrader_meta(cell).get("grade_id")
+        held = top_level_names(code) & set(units)
         if grade_id in units:
-            by_id[grade_id] = _runnable(cell.source)
-        for name in top_level_names(_runnable(cell.source)) & set(units):
-            by_name[name] = _runnable(cell.source)
-    return {**by_name, **by_id}, len(by_id)
+            held.add(grade_id)
+            by_id.add(grade_id)
+        for unit in held:
+            found[unit] = code
+    return found, len(by_id)
 
 
 def extract(course: Course, notebooks: tuple[Path, ...]) -> dict[str, LabCode]:

@@ -53,16 +53,35 @@ def check_label(item) -> str:
 
 
 class LabRun:
-    """One student's lab: the worker, started once its first check needs it."""
+    """One student's lab: its worker, started when a check first needs it and started afresh
+    (within the lab's time limit) when an earlier check stopped it, so that a crash costs
+    only the checks it happened in."""
+
+    MAX_STARTS = 8
 
     def __init__(self, server: Server, lab: dict[str, Any]):
         self.server, self.lab = server, lab
         self.worker, self.loaded, self.problem = None, {}, lab.get("problem")
+        self.deadline: float | None = None
+        self.stops: list[str] = []
+        self.output = ""
+
+    def _retire(self) -> None:
+        self.stops.append(self.worker.reason)
+        self.output += self.worker.output_text()
+        self.worker.close()
+        self.worker = None
 
     def start(self) -> None:
-        if self.worker is not None or self.problem:
+        if self.problem or (self.worker is not None and self.worker.reason is None):
             return
-        self.worker = self.server.worker()
+        if self.worker is not None:
+            self._retire()
+        if len(self.stops) >= self.MAX_STARTS:
+            self.problem = f"the submission's process was stopped {len(self.stops)} times"
+            return
+        self.worker = self.server.worker(self.deadline)
+        self.deadline = self.worker.deadline
         try:
             status = self.worker.load(self.lab["setup"], self.lab["units"])
         except WorkerFailure as e:
@@ -73,12 +92,13 @@ class LabRun:
         self.loaded = status.get("loaded", {})
 
     def close(self) -> dict:
-        summary = {"problem": self.problem}
         if self.worker is not None:
-            summary["output"] = self.worker.output_text()
-            summary["stopped"] = self.worker.reason if self.worker.reason != "closed" else None
-            self.worker.close()
-        return summary
+            if self.worker.reason is None:
+                self.worker.kill("closed")
+            self._retire()
+        stops = [s for s in self.stops if s != "closed"]
+        return {"problem": self.problem, "output": self.output,
+                "stopped": f"{stops[-1]}" + (f" ({len(stops)} times)" if len(stops) > 1 else "") if stops else None}
 
 
 class Submission:

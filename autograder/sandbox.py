@@ -66,9 +66,9 @@ class Worker:
     """One lab submission's process: load its code, then run probes, each under a deadline."""
 
     def __init__(self, pid: int, uid: int | None, sock: socket.socket, output_fd: int, folder: str,
-                 limits: Limits):
+                 limits: Limits, deadline: float | None = None):
         self.pid, self.uid, self.sock, self.folder, self.limits = pid, uid, sock, folder, limits
-        self.deadline = time.monotonic() + limits.lab_seconds
+        self.deadline = deadline or time.monotonic() + limits.lab_seconds
         self.reason: str | None = None  # why it was stopped, once it was
         self.output, self.output_dropped = bytearray(), 0
         self._stop = threading.Event()
@@ -172,7 +172,8 @@ class Server:
             raise RuntimeError(f"the grading server did not start ({e})") from None
         self.probes = set(ready["probes"])
 
-    def worker(self) -> Worker:
+    def worker(self, deadline: float | None = None) -> Worker:
+        """A fresh worker; `deadline` (time.monotonic) carries a lab's time limit over restarts."""
         with self._lock:
             if self.process.poll() is not None:
                 self._start()
@@ -188,7 +189,7 @@ class Server:
                 theirs.close()
                 os.close(write_end)
         uid = UID_BASE + pid if os.geteuid() == 0 else None
-        return Worker(pid, uid, ours, read_end, folder, self.limits)
+        return Worker(pid, uid, ours, read_end, folder, self.limits, deadline)
 
     def close(self) -> None:
         self.control.close()

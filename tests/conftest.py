@@ -79,3 +79,44 @@ def data_env(datasets: Path, monkeypatch) -> Path:
     monkeypatch.setenv("AUTOGRADER_IDX_PATH", str(datasets / "idx"))
     monkeypatch.setenv("AUTOGRADER_OFFLINE", "1")
     return datasets
+
+
+def unit_cell(nb, unit: str):
+    from autograder.course import nbgrader_meta
+
+    return next(c for c in nb.cells if nbgrader_meta(c).get("grade_id") == unit)
+
+
+def write_student(root: Path, student: str, labs: list[str] | None = None, code: dict[str, str] | None = None,
+                  tree: str = "source", edit=None) -> Path:
+    """A student's folder made from the course's own exercise notebooks (`tree`: source, with the
+    reference solutions, or release, untouched), keeping only `labs` (folder names or prefixes like
+    'lab02'), with the cells of the units in `code` replaced, then `edit(lab_name, nb)` applied."""
+    import nbformat
+
+    from autograder.course import Course
+
+    folder = root / student
+    folder.mkdir(parents=True)
+    course = Course(ROOT)
+    for lab in course.labs:
+        if labs is not None and not any(lab.name.startswith(prefix) for prefix in labs):
+            continue
+        nb = nbformat.read(getattr(course, tree) / lab.name / lab.exercise.name, 4)
+        for unit, source in (code or {}).items():
+            if unit in lab.units:
+                unit_cell(nb, unit).source = source
+        if edit:
+            edit(lab.name, nb)
+        nbformat.write(nb, folder / lab.exercise.name)
+    return folder
+
+
+def reference_code(unit: str) -> str:
+    import nbformat
+
+    from autograder.course import Course
+
+    course = Course(ROOT)
+    lab = next(lab for lab in course.labs if unit in lab.units)
+    return unit_cell(nbformat.read(lab.exercise, 4), unit).source
