@@ -59,16 +59,60 @@ def cmd_validate(args: argparse.Namespace, course: Course) -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be between 1 and N")
+    return k, n
+
+
+def _report(results, out: Path) -> None:
+    from .feedback import summary, summary_text
+
+    if results:
+        print(summary_text(summary(results), results[0].max_total))
+    print(f"{len(results)} student(s) in {out / 'grades.csv'}; feedback in {out}/<student>/feedback.html")
+
+
 def cmd_grade(args: argparse.Namespace, course: Course) -> int:
+    from tqdm import tqdm
+
     from .grade import grade
     from .sandbox import Limits
 
     limits = Limits(check_seconds=args.check_timeout, lab_seconds=args.lab_timeout,
                     memory_bytes=int(args.memory_gib * 2**30))
-    results = grade(course, args.submissions, args.out, jobs=args.jobs, device=args.device, limits=limits)
-    for r in results:
-        print(f"{r.student}: {r.total:g}/{r.max_total:g} {r.status}")
-    print(f"graded {len(results)} student(s) into {args.out}")
+    bar = tqdm(unit="student", desc="grading", disable=args.quiet)
+
+    def progress(done: int, total: int, finished: list[str]) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix(running=min(args.jobs, total - done))
+        bar.refresh()
+
+    try:
+        results = grade(course, args.submissions, args.out, jobs=args.jobs, device=args.device, limits=limits,
+                        regrade=args.regrade, shard=args.shard, progress=progress)
+    finally:
+        bar.close()
+    _report(results, args.out)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, course: Course) -> int:
+    from .grade import merge
+
+    _report(merge(course, args.parts, args.out), args.out)
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace, course: Course) -> int:
+    from .bundle import bundle
+
+    print(f"wrote {bundle(course, args.out)}: upload it as the assignment's autograder on Gradescope")
     return 0
 
 
@@ -118,7 +162,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check-timeout", type=float, default=300, metavar="S", help="seconds per check (default 300)")
     p.add_argument("--lab-timeout", type=float, default=900, metavar="S", help="seconds per lab (default 900)")
     p.add_argument("--memory-gib", type=float, default=4, metavar="G", help="memory per worker (default 4)")
+    p.add_argument("--regrade", action="store_true",
+                   help="grade again students the gradebook already holds unchanged (default: only new or changed)")
+    p.add_argument("--shard", type=_shard, metavar="K/N",
+                   help="grade only the K-th of N stable parts of the students (for job arrays; see merge)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_grade)
+
+    p = sub.add_parser("merge", help="combine the output folders of grade --shard runs",
+                       description="Combine the gradebooks of several `grade --shard K/N` output folders into "
+                       "DIR and write grades.csv, results.json, feedback and summary from it, as one run would.")
+    p.add_argument("parts", nargs="+", type=Path, metavar="PART", help="output folders of the shards")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.set_defaults(run=cmd_merge)
+
+    p = sub.add_parser("bundle", help="make a Gradescope autograder zip",
+                       description="Write a Gradescope autograder (setup.sh, run_autograder and this package with "
+                       "the course) that grades /autograder/submission with the same checks into "
+                       "/autograder/results/results.json. Upload it under the assignment's Configure Autograder.")
+    p.add_argument("--out", type=Path, default=Path("autograder.zip"), metavar="FILE.zip")
+    p.set_defaults(run=cmd_bundle)
     return top
 
 

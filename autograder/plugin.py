@@ -22,15 +22,13 @@ from typing import Any, Callable
 import pytest
 
 from .course import Course
+from .gradebook import Gradebook
 from .sandbox import Limits, Server, WorkerFailure
-
-OPTIONS = ("manifest", "results", "device")
-
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("autograder")
     group.addoption("--autograder-manifest", help="JSON: course root, limits, students and their code")
-    group.addoption("--autograder-results", help="where to write the outcome of every check (JSON)")
+    group.addoption("--autograder-gradebook", help="the SQLite gradebook each student's record goes to")
     group.addoption("--autograder-device", default="cpu", help="cpu or cuda")
 
 
@@ -104,8 +102,15 @@ class LabRun:
 class Submission:
     """What a check holds: run probes in this student's worker, read their code."""
 
-    def __init__(self, run: LabRun, unit: str, labs: dict[str, dict]):
-        self._run, self.unit, self._labs = run, unit, labs
+    def __init__(self, run: LabRun, unit: str, labs: dict[str, dict], kept: dict):
+        self._run, self.unit, self._labs, self._kept = run, unit, labs, kept
+
+    def keep(self, name: str, value: Any) -> None:
+        """Keep a tensor the worker returned (e.g. learned templates) for the student's feedback."""
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            self._kept[name] = value
 
     def source(self, unit: str | None = None) -> str:
         return self._run.lab["units"].get(unit or self.unit, "")
@@ -128,9 +133,12 @@ class Submission:
 
 
 class Grading:
+    """One grading process: every check for its students, student by student, each student's
+    record committed to the gradebook as soon as their last lab is done."""
+
     def __init__(self, config):
         self.manifest = json.loads(Path(config.getoption("--autograder-manifest")).read_text())
-        self.results_path = Path(config.getoption("--autograder-results"))
+        self.gradebook = Gradebook(Path(config.getoption("--autograder-gradebook")))
         self.device_name = config.getoption("--autograder-device")
         if self.device_name == "auto":
             import torch
@@ -138,14 +146,24 @@ class Grading:
             self.device_name = "cuda" if torch.cuda.is_available() else "cpu"
         self.course = Course(Path(self.manifest["course"]))
         self.server: Server | None = None
-        self.outcomes: list[dict] = []
-        self.labs: dict[tuple[str, str], dict] = {}
+        self.students = sorted(self.manifest["students"])
+        self.pending: dict[str, dict] = {s: {"checks": [], "labs": [], "artifacts": {}, "started": None}
+                                         for s in self.students}
+        self.modules: set[str] = set()
 
-    # -- parametrising every check over the students ----------------------------------------
+    # -- parametrising every check over the students, student by student --------------------
     def pytest_generate_tests(self, metafunc) -> None:
         if "student" in metafunc.fixturenames:
-            students = sorted(self.manifest["students"])
-            metafunc.parametrize("student", students, ids=students, scope="module")
+            metafunc.parametrize("student", self.students, ids=self.students, scope="module")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items) -> None:
+        order = {s: i for i, s in enumerate(self.students)}
+        labs = sorted({Path(item.module.__file__).stem for item in items})
+        self.modules = set(labs)
+        position = {id(item): i for i, item in enumerate(items)}
+        items.sort(key=lambda item: (order[item.callspec.params["student"]],
+                                     labs.index(Path(item.module.__file__).stem), position[id(item)]))
 
     @pytest.fixture(scope="session")
     def device(self) -> str:
@@ -161,12 +179,23 @@ class Grading:
         if self.server is None:
             self.server = Server(self.course, self.device_name, Limits(**self.manifest.get("limits", {})))
         lab = Path(request.module.__file__).stem
+        pending = self.pending[student]
+        pending["started"] = pending["started"] or time.monotonic()
         run = LabRun(self.server, self.manifest["students"][student].get(lab, {"problem": "no notebook"}))
         yield run
-        self.labs[(student, lab)] = run.close()
+        pending["labs"].append({"lab": lab, **run.close()})
+        if len(pending["labs"]) == len(self.modules):
+            self._commit(student)
+
+    def _commit(self, student: str) -> None:
+        pending = self.pending.pop(student)
+        self.gradebook.record(student, self.manifest["fingerprints"][student],
+                              round(time.monotonic() - pending["started"], 2), pending["checks"], pending["labs"],
+                              pending["artifacts"], time.time())
 
     @pytest.fixture
     def submission(self, request, lab_run):
+        student = request.node.callspec.params["student"]
         unit = unit_of(request.node.originalname, self.manifest["units"][Path(request.module.__file__).stem])
         lab_run.start()
         if lab_run.problem:
@@ -176,7 +205,7 @@ class Grading:
                         f"and no top-level definition of {unit})", pytrace=False)
         if lab_run.loaded.get(unit):
             pytest.fail(f"the cell defining {unit} raised {lab_run.loaded[unit]}", pytrace=False)
-        return Submission(lab_run, unit, self.manifest["students"][request.node.callspec.params["student"]])
+        return Submission(lab_run, unit, self.manifest["students"][student], self.pending[student]["artifacts"])
 
     # -- collecting outcomes -----------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
@@ -184,12 +213,10 @@ class Grading:
         outcome = yield
         report = outcome.get_result()
         if report.when == "call" or (report.when == "setup" and report.failed):
-            student = item.callspec.params["student"]
             lab = Path(item.module.__file__).stem
-            units = self.manifest["units"][lab]
             points = item.get_closest_marker("points")
-            self.outcomes.append({
-                "student": student, "lab": lab, "unit": unit_of(item.originalname, units),
+            self.pending[item.callspec.params["student"]]["checks"].append({
+                "lab": lab, "unit": unit_of(item.originalname, self.manifest["units"][lab]),
                 "check": item.originalname, "label": check_label(item),
                 "points": float(points.args[0]) if points else 0.0,
                 "hidden": item.get_closest_marker("hidden") is not None,
@@ -200,10 +227,7 @@ class Grading:
     def pytest_sessionfinish(self, session) -> None:
         if self.server is not None:
             self.server.close()
-        labs = [{"student": s, "lab": lab, **summary} for (s, lab), summary in self.labs.items()]
-        tmp = self.results_path.with_suffix(".part")
-        tmp.write_text(json.dumps({"checks": self.outcomes, "labs": labs, "finished": time.time()}))
-        tmp.replace(self.results_path)
+        self.gradebook.close()
 
 
 def _message(excinfo) -> str:

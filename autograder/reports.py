@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .course import Course
+from .feedback import write_pages
+from .gradebook import Gradebook
 
 CSV_TAIL = ["total", "max_total", "status"]
 
@@ -44,25 +46,26 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def collect(course: Course, students: list[str], raw: list[dict], seconds: float) -> list[StudentResult]:
-    checks = [c for part in raw for c in part["checks"]]
-    labs = [lab for part in raw for lab in part["labs"]]
-    max_units: dict[str, float] = {unit: 0.0 for unit in course.units}
-    for (unit, _), points in {(c["unit"], c["check"]): c["points"] for c in checks}.items():
-        if unit in max_units:
-            max_units[unit] += points
-    results = {s: StudentResult(s, {u: 0.0 for u in course.units}, dict(max_units),
-                                execution_time=round(seconds / max(len(students), 1), 2)) for s in students}
-    for c in checks:
-        result = results[c["student"]]
-        result.checks.append(c)
-        if c["passed"] and c["unit"] in result.units:
-            result.units[c["unit"]] += c["points"]
-    for lab in sorted(labs, key=lambda lab: lab["lab"]):
-        reason = lab.get("problem") or (f"stopped: it {lab['stopped']}" if lab.get("stopped") else None)
-        if reason:
-            results[lab["student"]].problems.append(f"{lab['lab']}: {_short(reason)}")
-    return [results[s] for s in students]
+def from_gradebook(course: Course, book: Gradebook, students: list[str]) -> list[StudentResult]:
+    """Each student's result as the gradebook holds it (only students it holds)."""
+    results = []
+    held = set(book.students())
+    for student in students:
+        if student not in held:
+            continue
+        checks = book.checks(student)
+        result = StudentResult(student, {u: 0.0 for u in course.units}, {u: 0.0 for u in course.units},
+                               checks=checks, execution_time=book.seconds(student))
+        for c in checks:
+            if c["unit"] in result.units:
+                result.max_units[c["unit"]] += c["points"]
+                result.units[c["unit"]] += c["points"] if c["passed"] else 0.0
+        for lab in book.labs(student):
+            reason = lab.get("problem") or (f"stopped: it {lab['stopped']}" if lab.get("stopped") else None)
+            if reason:
+                result.problems.append(f"{lab['lab']}: {_short(reason)}")
+        results.append(result)
+    return results
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -102,8 +105,9 @@ def grades_csv(results: list[StudentResult], units: tuple[str, ...]) -> str:
     return buffer.getvalue()
 
 
-def write_reports(out: Path, results: list[StudentResult]) -> None:
+def write_reports(course: Course, out: Path, results: list[StudentResult], book: Gradebook) -> None:
+    """grades.csv, and results.json and feedback.html per student, summary.html: all from the gradebook."""
     for r in results:
         _atomic_write(out / r.student / "results.json", json.dumps(results_json(r), indent=1))
-    units = tuple(results[0].units) if results else ()
-    _atomic_write(out / "grades.csv", grades_csv(results, units))
+    _atomic_write(out / "grades.csv", grades_csv(results, course.units))
+    write_pages(course, book, out, results, _atomic_write)

@@ -10,7 +10,7 @@ from autograder import training
 from autograder.judge import close, tensor
 
 # Calibrated with scripts/calibrate.py over 20 seeds; see docs/calibration.md.
-ACCURACY_THRESHOLD = 0.60
+ACCURACY_THRESHOLD = 0.59
 STEPS = 13
 
 

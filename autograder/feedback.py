@@ -1,0 +1,142 @@
+"""What students and TAs read: feedback.html per student, summary.html for the class.
+
+Self-contained pages (pictures embedded as PNG data), readable offline. Hidden checks show their
+description and their message only, never their source or expected values.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from .course import Course
+from .gradebook import REFERENCE, Gradebook
+
+TRAINERS = ("train_minibatch", "train_online")  # whose learned templates to show, in this order
+STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%}td,th{padding:.3rem .5rem;border-bottom:1px solid #eee;text-align:left;
+vertical-align:top}.pass{color:#1a7f37}.fail{color:#c62828}.note{color:#666;font-size:.9rem}
+figure{display:inline-block;margin:.5rem}img{max-width:100%}"""
+
+
+def png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+
+
+def templates(book: Gradebook, student: str) -> tuple[str, torch.Tensor] | None:
+    for trainer in TRAINERS:
+        W = book.artifact(student, f"{trainer} templates")
+        if W is not None and W.shape == (10, 784):
+            return trainer, W
+    return None
+
+
+def pictures(course: Course, book: Gradebook, student: str, image: torch.Tensor, label: int) -> str:
+    utils = course.helpers()
+    names = utils.CLASS_NAMES["fashion-mnist"]
+    mine, reference = templates(book, student), templates(book, REFERENCE)
+    if mine is None:
+        return "<p class=note>No learned templates to show: the trainer's accuracy check did not return weights.</p>"
+    trainer, W = mine
+    parts = [f"<h2>Your learned templates</h2><p class=note>The rows of W after your <code>{trainer}</code> ran "
+             "the lab's recipe: red pixels vote for the class, blue against.</p>",
+             f"<figure>{png(utils.templates_figure(W, names, 'yours'))}</figure>"]
+    if reference is not None:
+        parts.append(f"<figure>{png(utils.templates_figure(reference[1], names, 'reference'))}</figure>")
+    p = torch.softmax(W @ image.reshape(-1), dim=0)
+    parts.append(f"<h2>Class probabilities for a test image</h2><p class=note>A {names[label]}, "
+                 f"as your templates see it.</p><figure>{png(utils.image_figure(image))}</figure>"
+                 f"<figure>{png(utils.prob_figure(p, names))}</figure>")
+    return "".join(parts)
+
+
+def student_page(course: Course, book: Gradebook, result, image: torch.Tensor, label: int) -> str:
+    rows = []
+    for unit in course.units:
+        checks = [c for c in result.checks if c["unit"] == unit]
+        rows.append(f"<h2>{html.escape(unit)}: {result.units[unit]:g} / {result.max_units[unit]:g}</h2><table>")
+        for c in checks:
+            verdict = "<span class=pass>passed</span>" if c["passed"] else "<span class=fail>failed</span>"
+            hidden = " <span class=note>(hidden check)</span>" if c["hidden"] else ""
+            why = "" if c["passed"] else html.escape(c["message"])
+            rows.append(f"<tr><td>{verdict}</td><td>{html.escape(c['label'])}{hidden}<br><span class=note>{why}"
+                        f"</span></td><td>{c['points'] if c['passed'] else 0:g}/{c['points']:g}</td></tr>")
+        rows.append("</table>")
+    status = "" if not result.problems else \
+        "<p class=fail>Not every check could run: " + html.escape(result.status) + "</p>"
+    body = (f"<p>Total <b>{result.total:g} / {result.max_total:g}</b></p>{status}" + "".join(rows)
+            + pictures(course, book, result.student, image, label))
+    return _page(f"Feedback for {result.student}", body)
+
+
+def summary(results) -> dict:
+    totals = [r.total for r in results]
+    failures = Counter(f"{c['unit']}: {c['label']}" for r in results for c in r.checks if not c["passed"])
+    checks = Counter(f"{c['unit']}: {c['label']}" for r in results for c in r.checks)
+    return {"students": len(results), "mean": statistics.mean(totals) if totals else 0.0,
+            "median": statistics.median(totals) if totals else 0.0, "totals": totals,
+            "failures": failures.most_common(), "pass_rate": {k: 1 - failures[k] / n for k, n in checks.items()},
+            "not_ok": sum(r.status != "ok" for r in results)}
+
+
+def summary_text(s: dict, max_total: float) -> str:
+    lines = [f"{s['students']} students: mean {s['mean']:.1f}, median {s['median']:.1f} of {max_total:g}; "
+             f"{s['not_ok']} with a lab that could not run"]
+    bins = Counter(min(int(t // 10), 9) for t in s["totals"])
+    for b in range(10):
+        lines.append(f"  {b * 10:3d}-{b * 10 + 9 if b < 9 else 100:<3d} {'#' * bins[b]} {bins[b] or ''}")
+    if s["failures"]:
+        lines.append("checks failed most often:")
+        lines += [f"  {n:4d}  {name}" for name, n in s["failures"][:10]]
+    return "\n".join(lines)
+
+
+def summary_page(s: dict, max_total: float) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(s["totals"], bins=range(0, int(max_total) + 11, 10), color="tab:blue", edgecolor="white")
+    ax.set_xlabel("total")
+    ax.set_ylabel("students")
+    histogram = png(fig)
+    rates = sorted(s["pass_rate"].items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rates) + 1))
+    ax.barh([name[:70] for name, _ in rates], [rate for _, rate in rates], color="tab:green")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of students passing")
+    ax.tick_params(axis="y", labelsize=7)
+    passing = png(fig)
+    table = "".join(f"<tr><td>{n}</td><td>{html.escape(name)}</td></tr>" for name, n in s["failures"][:20])
+    body = (f"<p>{s['students']} students; mean {s['mean']:.1f}, median {s['median']:.1f} of {max_total:g}; "
+            f"{s['not_ok']} with a lab that could not run.</p><h2>Scores</h2>{histogram}"
+            f"<h2>Checks failed most often</h2><table><tr><th>students</th><th>check</th></tr>{table}</table>"
+            f"<h2>Pass rate per check</h2>{passing}")
+    return _page("Class summary", body)
+
+
+def write_pages(course: Course, book: Gradebook, out: Path, results, write) -> None:
+    """feedback.html for each student and summary.html, through `write(path, text)`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    images, labels = course.helpers().load("fashion-mnist", "test")
+    for result in results:
+        write(out / result.student / "feedback.html", student_page(course, book, result, images[0], int(labels[0])))
+    if results:
+        write(out / "summary.html", summary_page(summary(results), results[0].max_total))
