@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from .course import Course
-from .gradebook import REFERENCE, Gradebook
+from . import training
+from .gradebook import REFERENCE, Gradebook, course_fingerprint
 
 TRAINERS = ("train_minibatch", "train_online")  # whose learned templates to show, in this order
 STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -47,18 +48,28 @@ def templates(book: Gradebook, student: str) -> tuple[str, torch.Tensor] | None:
     return None
 
 
+def reference_templates(course: Course, book: Gradebook) -> torch.Tensor:
+    """The source solution's templates, trained once per course version and kept in the gradebook."""
+    name = f"templates {course_fingerprint(course)[:16]}"
+    W = book.artifact(REFERENCE, name)
+    if W is None:
+        W = training.reference_templates(course)
+        book.keep(REFERENCE, name, W)
+    return W
+
+
 def pictures(course: Course, book: Gradebook, student: str, image: torch.Tensor, label: int) -> str:
     utils = course.helpers()
     names = utils.CLASS_NAMES["fashion-mnist"]
-    mine, reference = templates(book, student), templates(book, REFERENCE)
+    mine = templates(book, student)
     if mine is None:
         return "<p class=note>No learned templates to show: the trainer's accuracy check did not return weights.</p>"
     trainer, W = mine
     parts = [f"<h2>Your learned templates</h2><p class=note>The rows of W after your <code>{trainer}</code> ran "
              "the lab's recipe: red pixels vote for the class, blue against.</p>",
              f"<figure>{png(utils.templates_figure(W, names, 'yours'))}</figure>"]
-    if reference is not None:
-        parts.append(f"<figure>{png(utils.templates_figure(reference[1], names, 'reference'))}</figure>")
+    reference = reference_templates(course, book)
+    parts.append(f"<figure>{png(utils.templates_figure(reference, names, 'reference'))}</figure>")
     p = torch.softmax(W @ image.reshape(-1), dim=0)
     parts.append(f"<h2>Class probabilities for a test image</h2><p class=note>A {names[label]}, "
                  f"as your templates see it.</p><figure>{png(utils.image_figure(image))}</figure>"

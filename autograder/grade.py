@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .course import Course, CourseError
 from .extract import extract
-from .gradebook import REFERENCE, Gradebook, course_fingerprint, fingerprint
+from .gradebook import Gradebook, course_fingerprint, fingerprint
 from .reports import StudentResult, from_gradebook, write_reports
 from .sandbox import Limits
 from .submissions import Student, discover
@@ -77,10 +77,6 @@ def in_shard(student: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha256(student.encode()).hexdigest(), 16) % n == k - 1
 
 
-def _reference(course: Course) -> Student:
-    return Student(REFERENCE, tuple(lab.exercise for lab in course.labs))
-
-
 def grade(course: Course, paths: list[Path], out: Path, jobs: int = 1, device: str = "auto",
           limits: Limits = Limits(), regrade: bool = False, shard: tuple[int, int] | None = None,
           progress=None) -> list[StudentResult]:
@@ -95,10 +91,9 @@ def grade(course: Course, paths: list[Path], out: Path, jobs: int = 1, device: s
     book = Gradebook(out / GRADEBOOK)
     try:
         course_print = course_fingerprint(course)
-        everyone = [*students, _reference(course)]
-        prints = {s.id: fingerprint(course_print, s) for s in everyone}
+        prints = {s.id: fingerprint(course_print, s) for s in students}
         known = book.fingerprints()
-        todo = [s for s in everyone if regrade and s.id != REFERENCE or known.get(s.id) != prints[s.id]]
+        todo = [s for s in students if regrade or known.get(s.id) != prints[s.id]]
         if todo:
             with tempfile.TemporaryDirectory(prefix="autograder-grade-") as tmp:
                 watcher = _watch(book, todo, progress)
@@ -148,7 +143,7 @@ def merge(course: Course, parts: list[Path], out: Path) -> list[StudentResult]:
         for part in books:
             if part.resolve() != (out / GRADEBOOK).resolve():
                 book.merge_from(part)
-        results = from_gradebook(course, book, [s for s in book.students() if s != REFERENCE])
+        results = from_gradebook(course, book, book.students())
         write_reports(course, out, results, book)
         return results
     finally:

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
 """
 CHECK_FIELDS = ("lab", "unit", "check", "label", "points", "hidden", "passed", "seconds", "message")
 LAB_FIELDS = ("lab", "problem", "stopped", "output")
-REFERENCE = "(reference)"  # the source solutions, graded once per gradebook for the pictures
+REFERENCE = "(reference)"  # owner of the reference solution's tensors (no row in students)
 
 
 def _digest(paths: list[Path]) -> str:
@@ -76,9 +76,7 @@ class Gradebook:
             self.db.executemany("INSERT INTO labs VALUES (?, ?, ?, ?, ?)",
                                 [(student, *(lab.get(f) for f in LAB_FIELDS)) for lab in labs])
             for name, t in artifacts.items():
-                array = t.detach().cpu().float().numpy()
-                self.db.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?)",
-                                (student, name, "float32", json.dumps(list(array.shape)), array.tobytes()))
+                self._insert_artifact(student, name, t)
             self.db.execute("INSERT INTO students VALUES (?, ?, ?, ?)", (student, fingerprint, seconds, graded_at))
 
     def graded_since(self, moment: float) -> list[str]:
@@ -100,6 +98,15 @@ class Gradebook:
         row = self.db.execute("SELECT seconds FROM students WHERE student = ?", (student,)).fetchone()
         return row[0] if row else 0.0
 
+    def _insert_artifact(self, student: str, name: str, t: torch.Tensor) -> None:
+        array = t.detach().cpu().float().numpy()
+        self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
+                        (student, name, "float32", json.dumps(list(array.shape)), array.tobytes()))
+
+    def keep(self, student: str, name: str, t: torch.Tensor) -> None:
+        with self.db:
+            self._insert_artifact(student, name, t)
+
     def artifact(self, student: str, name: str) -> torch.Tensor | None:
         row = self.db.execute("SELECT shape, data FROM artifacts WHERE student = ? AND name = ?",
                               (student, name)).fetchone()
@@ -115,6 +122,7 @@ class Gradebook:
                 self.db.execute("BEGIN IMMEDIATE")
                 for table in ("students", "checks", "labs", "artifacts"):
                     self.db.execute(f"DELETE FROM {table} WHERE student IN (SELECT student FROM other.students)")
-                    self.db.execute(f"INSERT INTO {table} SELECT * FROM other.{table}")
+                    self.db.execute(f"INSERT INTO {table} SELECT * FROM other.{table} "
+                                    "WHERE student IN (SELECT student FROM other.students)")
         finally:
             self.db.execute("DETACH DATABASE other")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable)
 REGISTRY: dict[str, Callable] = {}  # every probe defined so far in this process, by id
@@ -18,6 +18,18 @@ def probe(fn: F) -> F:
     fn.__probe_id__ = f"{Path(inspect.getfile(fn)).stem}:{fn.__name__}"
     REGISTRY[fn.__probe_id__] = fn
     return fn
+
+
+class ProbeContext:
+    """What a probe sees inside the worker: the student's namespace, the data, the device."""
+
+    def __init__(self, namespace: dict, data: dict, device: str):
+        self.namespace, self.data, self.device = namespace, data, device
+
+    def unit(self, name: str) -> Any:
+        if name not in self.namespace:
+            raise LookupError(f"{name} is not defined by the submission")
+        return self.namespace[name]
 
 
 class ForbiddenCall(RuntimeError):

@@ -13,7 +13,8 @@ import random
 import torch
 import torch.nn as nn
 
-from .probes import probe
+from .judge import close, tensor
+from .probes import ProbeContext, probe
 
 N_PIXELS, N_CLASSES = 784, 10
 
@@ -106,7 +107,8 @@ def train_recipe(ctx, trainer, seed, own_net_code=None, setup=()):
     net = net.to(ctx.device)
     data, labels = ctx.data["train_data"].to(ctx.device), ctx.data["train_label"].to(ctx.device)
     ctx.unit(trainer)(net, data, labels)
-    return {"kind": kind, "state": {k: v for k, v in net.state_dict().items()}}
+    device = next(net.parameters()).device.type
+    return {"kind": kind, "device": device, "state": {k: v for k, v in net.state_dict().items()}}
 
 
 # ---- judging (in the grader) ----------------------------------------------------------------
@@ -144,13 +146,79 @@ def accuracy(state: dict, test: tuple[torch.Tensor, torch.Tensor]) -> float:
     return (predicted == labels).float().mean().item()
 
 
+def check_batches(submission, trainer: str, batch: int, kwargs: dict) -> None:
+    """Each of the n_iter steps feeds the net one batch of `batch` pictures, [batch, 784]."""
+    data, labels = torch.rand(50, 28, 28), torch.randint(0, N_CLASSES, (50,))
+    shapes = submission.run(record_calls, trainer=trainer, data=data, labels=labels, kwargs=kwargs)
+    steps = kwargs["n_iter"]
+    assert isinstance(shapes, list), "the net's calls could not be recorded"
+    assert len(shapes) == steps, f"with n_iter={steps} the net should be called {steps} times, not {len(shapes)}"
+    assert all(s == [batch, N_PIXELS] for s in shapes), f"each step should feed a [{batch}, 784] batch; saw {shapes[:3]}"
+
+
+def check_lr_zero(submission, trainer: str, kwargs: dict) -> None:
+    """With lr=0 the templates stay as they were."""
+    torch.manual_seed(1)
+    W, data, labels = torch.randn(10, 784) * 0.01, torch.rand(40, 28, 28), torch.randint(0, 10, (40,))
+    after = submission.run(train_from, trainer=trainer, W=W, data=data, labels=labels, kwargs={**kwargs, "lr": 0.0})
+    close(after, W, "the weights after training with lr=0")
+
+
+def check_one_step(submission, trainer: str, copies: int, kwargs: dict) -> None:
+    """One step on copies of one picture is the lecture's rule W + lr (onehot - p) x^T, whatever
+    the batch: the loss is a mean, and lr is the one given."""
+    torch.manual_seed(2)
+    W, x = torch.randn(10, 784) * 0.01, torch.rand(784)
+    data, labels = x.view(1, 28, 28).repeat(copies, 1, 1), torch.full((copies,), 3)
+    after = submission.run(train_from, trainer=trainer, W=W, data=data, labels=labels, kwargs={**kwargs, "n_iter": 1})
+    detail = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    close(after, one_step(W, x, 3, kwargs["lr"]), f"the weights after one step with {detail} (loss -log p[label])")
+
+
+def check_aligned(submission, trainer: str, kwargs: dict) -> None:
+    """Each picture is learned with its own label; input given as [N, 784]."""
+    data, labels = aligned_dataset()
+    W = torch.zeros(10, 784)
+    after = submission.run(train_from, trainer=trainer, W=W, data=data.view(len(data), -1), labels=labels,
+                           kwargs=kwargs)
+    touched, wrong = misaligned_columns(W, tensor(after, "the trained weights", [10, 784]), labels)
+    assert touched >= 10, f"training with {kwargs} should change the templates"
+    assert wrong == 0, f"{wrong} pictures were learned with the wrong label"
+
+
 def check_recipe(submission, trainer: str, test, threshold: float, own_net: bool = False) -> None:
     """The lab's recipe trains a net (the grader's template_net, or the student's own
     one_layer_net from lab 03) to at least `threshold` accuracy, scored by the grader."""
     extra = submission.other_lab_code("one_layer_net") if own_net else {}
     result = submission.run(train_recipe, trainer=trainer, seed=1 if own_net else 0, **extra)
+    score = accuracy(result["state"], test)
+    run = f"{trainer} {'own net' if own_net else 'template_net'}"
+    submission.keep(f"{run} accuracy", torch.tensor([score]))
+    submission.keep(f"{run} on cuda", torch.tensor([float(result.get("device") == "cuda")]))
     if not own_net:
         submission.keep(f"{trainer} templates", result["state"].get("linear_layer.weight"))
-    score = accuracy(result["state"], test)
     assert score >= threshold, (f"trained with {'your ' + result['kind'] if own_net else 'template_net'}, "
                                 f"the test accuracy is {score:.3f}; a correct trainer reaches {threshold} or more")
+
+
+# ---- the reference solution, run by the grader itself (the instructor's code, not a student's) ----
+
+def reference_namespace(course) -> dict:
+    """Every lab's setup and source solutions executed in one namespace."""
+    from .extract import extract
+
+    namespace: dict = {"__name__": "__main__"}
+    for lab in extract(course, tuple(lab.exercise for lab in course.labs)).values():
+        for code in (*lab.setup, *lab.units.values()):
+            exec(compile(code, "<source solution>", "exec"), namespace)
+    return namespace
+
+
+def reference_context(course, device: str = "cpu") -> ProbeContext:
+    images, labels = course.helpers().load("fashion-mnist", "train")
+    return ProbeContext(reference_namespace(course), {"train_data": images, "train_label": labels}, device)
+
+
+def reference_templates(course, trainer: str = "train_minibatch") -> torch.Tensor:
+    """The templates the source solution learns with the lab's recipe (seed 0), for feedback."""
+    return train_recipe(reference_context(course), trainer, seed=0)["state"]["linear_layer.weight"]

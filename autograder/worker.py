@@ -22,23 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from . import channel
-from .probes import REGISTRY
+from .probes import REGISTRY, ProbeContext
 from .sandbox import UID_BASE
 
 _CLONE_NEWNET = 0x40000000
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
-
-
-class ProbeContext:
-    """What a probe sees inside the worker: the student's namespace, the data, the device."""
-
-    def __init__(self, namespace: dict, data: dict, device: str):
-        self.namespace, self.data, self.device = namespace, data, device
-
-    def unit(self, name: str) -> Any:
-        if name not in self.namespace:
-            raise LookupError(f"{name} is not defined by the submission")
-        return self.namespace[name]
 
 
 def load_probes(checks: Path) -> dict[str, Any]:

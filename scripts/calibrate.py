@@ -21,24 +21,10 @@ import time
 import torch
 
 from autograder import training
-from autograder.course import find_course, read_notebook
-from autograder.extract import setup_cells, units_in
-from autograder.worker import ProbeContext
+from autograder.course import find_course
+from autograder.extract import extract
 
 MARGIN, SPREADS = 0.03, 6
-
-
-def reference_namespace(course) -> tuple[dict, dict[str, dict]]:
-    """The source solutions of every lab in one namespace, and each unit's code with its setup."""
-    namespace: dict = {"__name__": "__main__"}
-    units = {}
-    for lab in course.labs:
-        setup = setup_cells(lab)
-        found, _ = units_in(read_notebook(lab.exercise), lab.units)
-        units.update({unit: {"own_net_code": code, "setup": setup} for unit, code in found.items()})
-        for code in (*setup, *found.values()):
-            exec(compile(code, str(lab.exercise), "exec"), namespace)
-    return namespace, units
 
 
 def main() -> int:
@@ -51,11 +37,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     course = find_course()
-    utils = course.helpers()
-    images, labels = utils.load("fashion-mnist", "train")
-    test = tuple(t.to(args.device) for t in utils.load("fashion-mnist", "test"))
-    namespace, units = reference_namespace(course)
-    ctx = ProbeContext(namespace, {"train_data": images, "train_label": labels}, args.device)
+    test = tuple(t.to(args.device) for t in course.helpers().load("fashion-mnist", "test"))
+    ctx = training.reference_context(course, args.device)
+    lab03 = next(lab for lab in extract(course, tuple(lab.exercise for lab in course.labs)).values()
+                 if "one_layer_net" in lab.units)
+    own_net = {"own_net_code": lab03.units["one_layer_net"], "setup": lab03.setup}
 
     print(f"Reference accuracies on the Fashion-MNIST test set, {args.seeds} seeds (0..{args.seeds - 1}), "
           f"device {args.device}, {args.threads} thread(s), torch {torch.__version__}; threshold = "
@@ -66,7 +52,7 @@ def main() -> int:
         for own in (False, True):
             scores, started = [], time.perf_counter()
             for seed in range(args.seeds):
-                result = training.train_recipe(ctx, trainer, seed, **(units["one_layer_net"] if own else {}))
+                result = training.train_recipe(ctx, trainer, seed, **(own_net if own else {}))
                 scores.append(training.accuracy(result["state"], test))
             seconds = (time.perf_counter() - started) / args.seeds
             mean, sd = statistics.mean(scores), statistics.stdev(scores)

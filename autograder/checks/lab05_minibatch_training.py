@@ -13,7 +13,6 @@ from autograder.probes import probe
 
 # Calibrated with scripts/calibrate.py over 20 seeds; see docs/calibration.md.
 ACCURACY_THRESHOLD = 0.77
-BATCH, STEPS = 7, 13
 
 
 @probe
@@ -83,46 +82,26 @@ def test_template_update_random_shapes_and_large_scores(submission):
 @pytest.mark.points(5)
 def test_train_minibatch_batches_of_bs(submission):
     """each of the n_iter steps feeds the net a batch of bs pictures, [bs, 784]"""
-    data, labels = torch.rand(50, 28, 28), torch.randint(0, 10, (50,))
-    shapes = submission.run(training.record_calls, trainer="train_minibatch", data=data, labels=labels,
-                            kwargs={"lr": 0.01, "bs": BATCH, "n_iter": STEPS})
-    assert isinstance(shapes, list), "the net's calls could not be recorded"
-    assert len(shapes) == STEPS, f"with n_iter={STEPS} the net should be called {STEPS} times, not {len(shapes)}"
-    assert all(s == [BATCH, 784] for s in shapes), f"with bs={BATCH} each step should feed [{BATCH}, 784]; saw {shapes[:3]}"
+    training.check_batches(submission, "train_minibatch", 7, {"lr": 0.01, "bs": 7, "n_iter": 13})
 
 
 @pytest.mark.points(3)
 def test_train_minibatch_lr_zero_changes_nothing(submission):
     """with lr=0 the templates stay as they were"""
-    torch.manual_seed(6)
-    W, data, labels = torch.randn(10, 784) * 0.01, torch.rand(40, 28, 28), torch.randint(0, 10, (40,))
-    after = submission.run(training.train_from, trainer="train_minibatch", W=W, data=data, labels=labels,
-                           kwargs={"lr": 0.0, "bs": 8, "n_iter": 3})
-    close(after, W, "the weights after training with lr=0")
+    training.check_lr_zero(submission, "train_minibatch", {"bs": 8, "n_iter": 3})
 
 
 @pytest.mark.points(5)
 def test_train_minibatch_step_averages_the_batch(submission):
     """one step on a batch is W + lr * mean of (onehot - p) x^T: the mean, not the sum"""
-    torch.manual_seed(7)
-    W, x = torch.randn(10, 784) * 0.01, torch.rand(784)
-    data, labels = x.view(1, 28, 28).repeat(12, 1, 1), torch.full((12,), 4)
-    after = submission.run(training.train_from, trainer="train_minibatch", W=W, data=data, labels=labels,
-                           kwargs={"lr": 0.3, "bs": 5, "n_iter": 1})
-    close(after, training.one_step(W, x, 4, 0.3), "the weights after one step with lr=0.3 and bs=5")
+    training.check_one_step(submission, "train_minibatch", 12, {"lr": 0.3, "bs": 5})
 
 
 @pytest.mark.points(3)
 @pytest.mark.hidden
 def test_train_minibatch_keeps_pictures_and_labels_aligned(submission):
     """each picture is learned with its own label, from [N, 784] input too"""
-    data, labels = training.aligned_dataset()
-    W = torch.zeros(10, 784)
-    after = submission.run(training.train_from, trainer="train_minibatch", W=W, data=data.view(len(data), -1),
-                           labels=labels, kwargs={"lr": 2.0, "bs": 4, "n_iter": 100})
-    touched, wrong = training.misaligned_columns(W, tensor(after, "the trained weights", [10, 784]), labels)
-    assert touched >= 10, "training on 100 batches should change the templates"
-    assert wrong == 0, f"{wrong} pictures were learned with the wrong label"
+    training.check_aligned(submission, "train_minibatch", {"lr": 2.0, "bs": 4, "n_iter": 100})
 
 
 @pytest.mark.points(6)
