@@ -30,6 +30,10 @@ from .submissions import Student, discover
 GRADEBOOK = "gradebook.sqlite"
 
 
+class GradingError(CourseError):
+    """A grading process of ours failed (not a submission: those only fail their checks)."""
+
+
 def manifest(course: Course, students: list[Student], prints: dict[str, str], limits: Limits) -> dict:
     return {
         "course": str(course.root),
@@ -66,7 +70,8 @@ def run_checks(course: Course, students: list[Student], prints: dict[str, str], 
     failed = [(code, log) for code, log in failed if code not in (0, 1)]  # 1: some check failed, as expected
     if failed:
         code, log = failed[0]
-        raise RuntimeError(f"a grading process failed (exit {code}):\n{log.read_text()[-3000:]}")
+        raise GradingError(f"a grading process failed (exit {code}); students graded so far are kept in the "
+                           f"gradebook. Its log ends:\n{log.read_text()[-3000:]}")
 
 
 def in_shard(student: str, shard: tuple[int, int] | None) -> bool:

@@ -84,7 +84,7 @@ class Worker:
                 self.output_dropped += max(len(chunk) - max(room, 0), 0)
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(0.1):  # a scan of /proc costs about a millisecond
             procs = _processes(self.uid, self.pid)
             if sum(rss for _, rss in procs) > self.limits.memory_bytes:
                 self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")

@@ -116,8 +116,13 @@ def _worker(chan: socket.socket, request: dict, probes: dict, data: dict) -> Non
 def _warm_up() -> None:
     """Import now what student code and probes load lazily: every worker inherits it, and an
     unprivileged worker may not be able to read the Python installation (e.g. under /root)."""
-    import collections, copy, functools, itertools, math, random, time  # noqa: F401,E401
-    import numpy  # noqa: F401
+    import importlib
+
+    for name in ("collections", "copy", "dataclasses", "functools", "itertools", "math", "numbers", "operator",
+                 "random", "re", "statistics", "string", "time", "typing", "numpy", "numpy.random",
+                 "torch.nn.init", "torch.utils.data", "torch.distributions", "torch.autograd.functional",
+                 "torch.func", "torch.testing", "torch.special"):
+        importlib.import_module(name)
     import torch
     import torch.nn.functional as F
 
