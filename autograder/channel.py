@@ -27,7 +27,11 @@ _NAMES = {torch_dtype: name for name, (torch_dtype, _) in _DTYPES.items()}
 
 
 class ChannelError(RuntimeError):
-    """The other side sent something that is not a well-formed message, or went away."""
+    """The other side went away, or sent what cannot be read."""
+
+
+class GarbageReply(ChannelError):
+    """What came is not a well-formed message."""
 
 
 def _flatten(value: Any, tensors: list[torch.Tensor]) -> Any:
@@ -67,7 +71,7 @@ def _rebuild(value: Any, tensors: list[torch.Tensor]) -> Any:
         if set(value) == {"$tensor"}:
             index = value["$tensor"]
             if not isinstance(index, int) or not 0 <= index < len(tensors):
-                raise ChannelError(f"reply names tensor {index!r} that it does not carry")
+                raise GarbageReply(f"reply names tensor {index!r} that it does not carry")
             return tensors[index]
         return {k: _rebuild(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
@@ -99,7 +103,7 @@ def decode(payload: bytes) -> Any:
     except ChannelError:
         raise
     except Exception as e:  # any malformed reply, whatever broke on it
-        raise ChannelError(f"garbage reply ({type(e).__name__}: {e})") from None
+        raise GarbageReply(f"garbage reply ({type(e).__name__}: {e})") from None
 
 
 def send(sock: socket.socket, value: Any) -> None:
@@ -122,5 +126,5 @@ def receive(sock: socket.socket) -> Any:
     """One message; the socket's timeout applies to each read."""
     (size,) = struct.unpack(">Q", _read_exactly(sock, 8))
     if size > MAX_MESSAGE:
-        raise ChannelError(f"reply of {size} bytes is over the {MAX_MESSAGE}-byte cap")
+        raise GarbageReply(f"reply of {size} bytes is over the {MAX_MESSAGE}-byte cap")
     return decode(_read_exactly(sock, size))

@@ -12,6 +12,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .course import Course
@@ -49,12 +50,20 @@ def templates(book: Gradebook, student: str) -> tuple[str, torch.Tensor] | None:
 
 
 def reference_templates(course: Course, book: Gradebook) -> torch.Tensor:
-    """The source solution's templates, trained once per course version and kept in the gradebook."""
-    name = f"templates {course_fingerprint(course)[:16]}"
-    W = book.artifact(REFERENCE, name)
+    """The source solution's templates, trained once per course version: kept in the gradebook and
+    in the data cache, so that a new output folder does not train them again."""
+    version = course_fingerprint(course)[:16]
+    W = book.artifact(REFERENCE, f"templates {version}")
     if W is None:
-        W = training.reference_templates(course)
-        book.keep(REFERENCE, name, W)
+        cached = course.helpers().cache_dir() / "reference" / f"templates-{version}.npy"
+        try:
+            W = torch.from_numpy(np.load(cached, allow_pickle=False))
+        except (OSError, ValueError):
+            W = training.reference_templates(course)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached.with_suffix(".part.npy"), W.numpy())
+            cached.with_suffix(".part.npy").replace(cached)
+        book.keep(REFERENCE, f"templates {version}", W)
     return W
 
 

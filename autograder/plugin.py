@@ -9,7 +9,7 @@ docstring says what it checks, with markers for its points and visibility:
 
 It asks for what it needs — `submission` (a handle on this student's worker for the lab),
 `fashion_mnist_test`, `device` — and the plugin supplies it, once per student and lab.
-Outcomes are collected from pytest's reports into a JSON file, never parsed from text.
+Outcomes are taken from pytest's reports into the gradebook, never parsed from text.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import pytest
 from .course import Course
 from .gradebook import Gradebook
 from .sandbox import Limits, Server, WorkerFailure
+
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("autograder")
@@ -145,7 +146,8 @@ class Grading:
 
             self.device_name = "cuda" if torch.cuda.is_available() else "cpu"
         self.course = Course(Path(self.manifest["course"]))
-        self.server: Server | None = None
+        # Started now, so that it warms up while pytest collects the checks.
+        self.server = Server(self.course, self.device_name, Limits(**self.manifest.get("limits", {})))
         self.students = sorted(self.manifest["students"])
         self.pending: dict[str, dict] = {s: {"checks": [], "labs": [], "artifacts": {}, "started": None}
                                          for s in self.students}
@@ -176,8 +178,6 @@ class Grading:
 
     @pytest.fixture(scope="module")
     def lab_run(self, request, student):
-        if self.server is None:
-            self.server = Server(self.course, self.device_name, Limits(**self.manifest.get("limits", {})))
         lab = Path(request.module.__file__).stem
         pending = self.pending[student]
         pending["started"] = pending["started"] or time.monotonic()
@@ -225,8 +225,7 @@ class Grading:
             })
 
     def pytest_sessionfinish(self, session) -> None:
-        if self.server is not None:
-            self.server.close()
+        self.server.close()
         self.gradebook.close()
 
 

@@ -126,11 +126,11 @@ class Worker:
             return channel.receive(self.sock)
         except (socket.timeout, TimeoutError):
             self.kill(f"did not finish {what} within {timeout:.0f} s")
-        except (channel.ChannelError, OSError) as e:
+        except channel.GarbageReply as e:
+            self.kill("sent a reply that is not data")
+            raise WorkerFailure(f"the submission's process answered garbage during {what}: {e}") from None
+        except (channel.ChannelError, OSError):
             time.sleep(0.1)  # let the watchdog say why, if it was the one
-            if isinstance(e, channel.ChannelError) and "garbage" in str(e):
-                self.kill("sent a reply that is not data")
-                raise WorkerFailure(f"the submission's process answered garbage during {what}: {e}") from None
             self.kill(f"exited during {what}")
         raise WorkerFailure(f"the submission's process {self.reason}")
 
@@ -165,18 +165,23 @@ class Server:
             [sys.executable, "-m", "autograder.worker", str(self.course.root), str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
+        self.ready = False  # it loads torch and the data meanwhile; the first worker waits for it
+
+    def _await_ready(self) -> None:
         self.control.settimeout(300)
         try:
-            ready = channel.decode(self.control.recv(1 << 20))
+            channel.decode(self.control.recv(1 << 20))
         except (OSError, channel.ChannelError) as e:
             raise RuntimeError(f"the grading server did not start ({e})") from None
-        self.probes = set(ready["probes"])
+        self.ready = True
 
     def worker(self, deadline: float | None = None) -> Worker:
         """A fresh worker; `deadline` (time.monotonic) carries a lab's time limit over restarts."""
         with self._lock:
             if self.process.poll() is not None:
                 self._start()
+            if not self.ready:
+                self._await_ready()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             read_end, write_end = os.pipe()
             folder = tempfile.mkdtemp(prefix="autograder-worker-")

@@ -68,7 +68,8 @@ def main() -> int:
     args = parser.parse_args()
     course = find_course()
     students = [f"s{i:03d}" for i in range(args.students)]
-    env = {**os.environ, "PYTHONPATH": str(course.source)}  # the notebooks' `import utils` under nbgrader too
+    env = {**os.environ, "PYTHONPATH": str(course.source),  # the notebooks' `import utils` under nbgrader too
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # nbgrader runs alembic
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         tmp = Path(tmp)
         ours, split = bench_ours(course, students, tmp / "ours", args.jobs, env)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from autograder.course import nbgrader_meta
-from autograder.grade import grade
+from autograder.grade import GRADEBOOK, grade
+from autograder.gradebook import Gradebook
 from autograder.sandbox import UID_BASE, Limits
 from conftest import reference_code, unit_cell, write_student
 
@@ -121,6 +122,17 @@ ATTACKS = {
             return torch.zeros_like(x).as_subclass(Liar)
         """)}, None),
     "zeros_softmax": (["lab02"], {"softmax": "def softmax(x, dim=-1):\n    return torch.zeros_like(x)\n"}, None),
+    "channel_garbage": (["lab02"], {"softmax": code("""
+        import os, stat
+        def softmax(x, dim=-1):
+            for fd in range(3, 64):  # whatever socket it can find: the channel to the grader
+                try:
+                    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                        os.write(fd, (12).to_bytes(8, "big") + b"not a reply!")
+                except OSError:
+                    pass
+            return x
+        """)}, None),
     "print_flood": (["lab02"], {"softmax": code("""
         def softmax(x, dim=-1):
             print("x" * (200 * 2**20))
@@ -257,9 +269,34 @@ def _append_cell(unit: str, source: str):
     return edit
 
 
+NETWORK_PROBE = code("""
+    import socket
+    def softmax(x, dim=-1):
+        try:
+            socket.create_connection(("127.0.0.1", PORT), timeout=2).sendall(b"leaked")
+        except OSError:
+            pass
+        return x
+    """)
+
+
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory, datasets, course):
+def listener():
+    """A TCP server on the loopback: a sandboxed worker must not reach it."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory, datasets, course, listener):
     root = tmp_path_factory.mktemp("class")
+    write_student(root, "network", ["lab02"], {"softmax": NETWORK_PROBE.replace("PORT", str(listener.getsockname()[1]))})
     write_student(root, "reference")
     write_student(root, "untouched_release", tree="release")
     write_student(root, "variants", code=VARIANTS)
@@ -400,6 +437,13 @@ def test_forged_files_do_not_survive(graded):
     assert json.loads((out / "forger" / "results.json").read_text())["score"] == 15
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="workers get a network namespace of their own only under root")
+def test_workers_have_no_network(graded, listener):
+    assert units(graded, "network")["softmax"] < 15
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
 def test_monkeypatching_torch_and_builtins_gains_nothing(graded):
     assert units(graded, "monkeypatcher")["softmax"] <= units(graded, "identity_softmax")["softmax"] < 15
 
@@ -415,8 +459,17 @@ def test_tensor_subclass_that_equals_anything_is_a_plain_tensor(graded):
     assert units(graded, "liar_tensor")["softmax"] == units(graded, "zeros_softmax")["softmax"] < 15
 
 
+def test_garbage_on_the_channel_fails_the_check_that_read_it(graded):
+    assert units(graded, "channel_garbage")["softmax"] < 15
+    assert "answered garbage" in messages(graded, "channel_garbage")
+
+
 def test_print_flood_is_dropped_and_grading_goes_on(graded):
     assert units(graded, "print_flood")["softmax"] == 15
+    book = Gradebook(graded[1] / GRADEBOOK)
+    output = next(lab["output"] for lab in book.labs("print_flood") if lab["lab"] == "lab02_softmax")
+    book.close()
+    assert len(output) < 200_000 and "more bytes of output dropped" in output
 
 
 # ---- files and cells --------------------------------------------------------------------------
