@@ -67,44 +67,6 @@ def reference_templates(course: Course, book: Gradebook) -> torch.Tensor:
     return W
 
 
-def pictures(course: Course, book: Gradebook, student: str, image: torch.Tensor, label: int) -> str:
-    utils = course.helpers()
-    names = utils.CLASS_NAMES["fashion-mnist"]
-    mine = templates(book, student)
-    if mine is None:
-        return "<p class=note>No learned templates to show: the trainer's accuracy check did not return weights.</p>"
-    trainer, W = mine
-    parts = [f"<h2>Your learned templates</h2><p class=note>The rows of W after your <code>{trainer}</code> ran "
-             "the lab's recipe: red pixels vote for the class, blue against.</p>",
-             f"<figure>{png(utils.templates_figure(W, names, 'yours'))}</figure>"]
-    reference = reference_templates(course, book)
-    parts.append(f"<figure>{png(utils.templates_figure(reference, names, 'reference'))}</figure>")
-    p = torch.softmax(W @ image.reshape(-1), dim=0)
-    parts.append(f"<h2>Class probabilities for a test image</h2><p class=note>A {names[label]}, "
-                 f"as your templates see it.</p><figure>{png(utils.image_figure(image))}</figure>"
-                 f"<figure>{png(utils.prob_figure(p, names))}</figure>")
-    return "".join(parts)
-
-
-def student_page(course: Course, book: Gradebook, result, image: torch.Tensor, label: int) -> str:
-    rows = []
-    for unit in course.units:
-        checks = [c for c in result.checks if c["unit"] == unit]
-        rows.append(f"<h2>{html.escape(unit)}: {result.units[unit]:g} / {result.max_units[unit]:g}</h2><table>")
-        for c in checks:
-            verdict = "<span class=pass>passed</span>" if c["passed"] else "<span class=fail>failed</span>"
-            hidden = " <span class=note>(hidden check)</span>" if c["hidden"] else ""
-            why = "" if c["passed"] else html.escape(c["message"])
-            rows.append(f"<tr><td>{verdict}</td><td>{html.escape(c['label'])}{hidden}<br><span class=note>{why}"
-                        f"</span></td><td>{c['points'] if c['passed'] else 0:g}/{c['points']:g}</td></tr>")
-        rows.append("</table>")
-    status = "" if not result.problems else \
-        "<p class=fail>Not every check could run: " + html.escape(result.status) + "</p>"
-    body = (f"<p>Total <b>{result.total:g} / {result.max_total:g}</b></p>{status}" + "".join(rows)
-            + pictures(course, book, result.student, image, label))
-    return _page(f"Feedback for {result.student}", body)
-
-
 def summary(results) -> dict:
     totals = [r.total for r in results]
     failures = Counter(f"{c['unit']}: {c['label']}" for r in results for c in r.checks if not c["passed"])
@@ -150,13 +112,61 @@ def summary_page(s: dict, max_total: float) -> str:
     return _page("Class summary", body)
 
 
-def write_pages(course: Course, book: Gradebook, out: Path, results, write) -> None:
-    """feedback.html for each student and summary.html, through `write(path, text)`."""
-    import matplotlib
+class Pages:
+    """Renders the pages of one grading output. What every student's page shares (the reference
+    templates, the test image) is drawn once."""
 
-    matplotlib.use("Agg")
-    images, labels = course.helpers().load("fashion-mnist", "test")
-    for result in results:
-        write(out / result.student / "feedback.html", student_page(course, book, result, images[0], int(labels[0])))
-    if results:
-        write(out / "summary.html", summary_page(summary(results), results[0].max_total))
+    def __init__(self, course: Course, book: Gradebook):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        self.course, self.book = course, book
+        self.utils = course.helpers()
+        self.names = self.utils.CLASS_NAMES["fashion-mnist"]
+        self._shared: dict | None = None
+
+    def reference(self) -> torch.Tensor:
+        return reference_templates(self.course, self.book)
+
+    def shared(self) -> dict:
+        if self._shared is None:
+            images, labels = self.utils.load("fashion-mnist", "test")
+            self._shared = {"image": images[0], "label": int(labels[0]),
+                            "image_png": png(self.utils.image_figure(images[0])),
+                            "reference_png": png(self.utils.templates_figure(self.reference(), self.names, "reference"))}
+        return self._shared
+
+    def pictures(self, student: str) -> str:
+        mine = templates(self.book, student)
+        if mine is None:
+            return "<p class=note>No learned templates to show: the trainer's accuracy check did not return weights.</p>"
+        trainer, W = mine
+        shared = self.shared()
+        p = torch.softmax(W @ shared["image"].reshape(-1), dim=0)
+        return (f"<h2>Your learned templates</h2><p class=note>The rows of W after your <code>{trainer}</code> ran "
+                "the lab's recipe: red pixels vote for the class, blue against.</p>"
+                f"<figure>{png(self.utils.templates_figure(W, self.names, 'yours'))}</figure>"
+                f"<figure>{shared['reference_png']}</figure>"
+                f"<h2>Class probabilities for a test image</h2><p class=note>A {self.names[shared['label']]}, "
+                f"as your templates see it.</p><figure>{shared['image_png']}</figure>"
+                f"<figure>{png(self.utils.prob_figure(p, self.names))}</figure>")
+
+    def student(self, result) -> str:
+        rows = []
+        for unit in self.course.units:
+            rows.append(f"<h2>{html.escape(unit)}: {result.units[unit]:g} / {result.max_units[unit]:g}</h2><table>")
+            for c in (c for c in result.checks if c["unit"] == unit):
+                verdict = "<span class=pass>passed</span>" if c["passed"] else "<span class=fail>failed</span>"
+                hidden = " <span class=note>(hidden check)</span>" if c["hidden"] else ""
+                why = "" if c["passed"] else html.escape(c["message"])
+                rows.append(f"<tr><td>{verdict}</td><td>{html.escape(c['label'])}{hidden}<br><span class=note>{why}"
+                            f"</span></td><td>{c['points'] if c['passed'] else 0:g}/{c['points']:g}</td></tr>")
+            rows.append("</table>")
+        status = "" if not result.problems else \
+            "<p class=fail>Not every check could run: " + html.escape(result.status) + "</p>"
+        body = (f"<p>Total <b>{result.total:g} / {result.max_total:g}</b></p>{status}" + "".join(rows)
+                + self.pictures(result.student))
+        return _page(f"Feedback for {result.student}", body)
+
+    def summary(self, results) -> str:
+        return summary_page(summary(results), results[0].max_total)

@@ -23,6 +23,7 @@ from pathlib import Path
 from .course import Course, CourseError
 from .extract import extract
 from .gradebook import Gradebook, course_fingerprint, fingerprint
+from .feedback import Pages
 from .reports import StudentResult, from_gradebook, write_reports
 from .sandbox import Limits
 from .submissions import Student, discover
@@ -99,7 +100,9 @@ def grade(course: Course, paths: list[Path], out: Path, jobs: int = 1, device: s
         prints = {s.id: fingerprint(course_print, s) for s in students}
         known = book.fingerprints()
         todo = [s for s in students if regrade or known.get(s.id) != prints[s.id]]
+        pages = Pages(course, book)
         if todo:
+            pages.reference()  # trained now if not cached, not by every grading process at once
             with tempfile.TemporaryDirectory(prefix="autograder-grade-") as tmp:
                 watcher = _watch(book, todo, progress)
                 try:
@@ -108,7 +111,7 @@ def grade(course: Course, paths: list[Path], out: Path, jobs: int = 1, device: s
                 finally:
                     watcher()
         results = from_gradebook(course, book, [s.id for s in students])
-        write_reports(course, out, results, book)
+        write_reports(course, out, results, book, pages)
         return results
     finally:
         book.close()

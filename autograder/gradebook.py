@@ -79,6 +79,9 @@ class Gradebook:
                 self._insert_artifact(student, name, t)
             self.db.execute("INSERT INTO students VALUES (?, ?, ?, ?)", (student, fingerprint, seconds, graded_at))
 
+    def graded_at(self) -> dict[str, float]:
+        return dict(self.db.execute("SELECT student, graded_at FROM students"))
+
     def graded_since(self, moment: float) -> list[str]:
         return [s for (s,) in self.db.execute("SELECT student FROM students WHERE graded_at >= ?", (moment,))]
 

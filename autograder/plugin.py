@@ -22,7 +22,9 @@ from typing import Any, Callable
 import pytest
 
 from .course import Course
+from .feedback import Pages
 from .gradebook import Gradebook
+from .reports import from_gradebook, write_student
 from .sandbox import Limits, Server, WorkerFailure
 
 
@@ -140,6 +142,7 @@ class Grading:
     def __init__(self, config):
         self.manifest = json.loads(Path(config.getoption("--autograder-manifest")).read_text())
         self.gradebook = Gradebook(Path(config.getoption("--autograder-gradebook")))
+        self.out, self.pages = self.gradebook.path.parent, None
         self.device_name = config.getoption("--autograder-device")
         if self.device_name == "auto":
             import torch
@@ -188,10 +191,14 @@ class Grading:
             self._commit(student)
 
     def _commit(self, student: str) -> None:
+        """The student's record into the gradebook in one transaction, then their pages from it."""
         pending = self.pending.pop(student)
         self.gradebook.record(student, self.manifest["fingerprints"][student],
                               round(time.monotonic() - pending["started"], 2), pending["checks"], pending["labs"],
                               pending["artifacts"], time.time())
+        if self.pages is None:
+            self.pages = Pages(self.course, self.gradebook)
+        write_student(self.out, from_gradebook(self.course, self.gradebook, [student])[0], self.pages)
 
     @pytest.fixture
     def submission(self, request, lab_run):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .course import Course
-from .feedback import write_pages
+from .feedback import Pages
 from .gradebook import Gradebook
 
 CSV_TAIL = ["total", "max_total", "status"]
@@ -105,9 +105,22 @@ def grades_csv(results: list[StudentResult], units: tuple[str, ...]) -> str:
     return buffer.getvalue()
 
 
-def write_reports(course: Course, out: Path, results: list[StudentResult], book: Gradebook) -> None:
-    """grades.csv, and results.json and feedback.html per student, summary.html: all from the gradebook."""
+def write_student(out: Path, result: StudentResult, pages: Pages) -> None:
+    """results.json and feedback.html of one student."""
+    _atomic_write(out / result.student / "results.json", json.dumps(results_json(result), indent=1))
+    _atomic_write(out / result.student / "feedback.html", pages.student(result))
+
+
+def write_reports(course: Course, out: Path, results: list[StudentResult], book: Gradebook,
+                  pages: Pages | None = None) -> None:
+    """grades.csv and summary.html, and each student's files unless the grading process that
+    graded them already wrote them since: all from the gradebook."""
+    pages = pages or Pages(course, book)
+    graded_at = book.graded_at()
     for r in results:
-        _atomic_write(out / r.student / "results.json", json.dumps(results_json(r), indent=1))
+        files = [out / r.student / name for name in ("results.json", "feedback.html")]
+        if not all(f.is_file() and f.stat().st_mtime >= graded_at[r.student] for f in files):
+            write_student(out, r, pages)
     _atomic_write(out / "grades.csv", grades_csv(results, course.units))
-    write_pages(course, book, out, results, _atomic_write)
+    if results:
+        _atomic_write(out / "summary.html", pages.summary(results))
