@@ -11,12 +11,14 @@ import json
 import math
 import socket
 import struct
+import time
 from typing import Any
 
 import numpy as np
 import torch
 
 MAX_MESSAGE = 256 * 2**20  # bytes; a reply larger than this is refused, not read
+MAX_HEADER = 4 * 2**20  # JSON numbers cost ten times their text in memory: big data goes as tensors
 _DTYPES = {
     "float32": (torch.float32, np.float32), "float64": (torch.float64, np.float64),
     "float16": (torch.float16, np.float16), "int64": (torch.int64, np.int64),
@@ -83,6 +85,8 @@ def decode(payload: bytes) -> Any:
     """The inverse of encode, trusting nothing in `payload`."""
     try:
         (size,) = struct.unpack(">I", payload[:4])
+        if size > MAX_HEADER:
+            raise ValueError(f"a JSON header of {size} bytes")
         header = json.loads(payload[4: 4 + size])
         specs, body = header["tensors"], header["body"]
         offset, tensors = 4 + size, []
@@ -111,9 +115,14 @@ def send(sock: socket.socket, value: Any) -> None:
     sock.sendall(struct.pack(">Q", len(data)) + data)
 
 
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
+def _read_exactly(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     chunks, got = [], 0
     while got < n:
+        if deadline is not None:  # the whole reply by the deadline, not each read
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the reply did not come in time")
+            sock.settimeout(left)
         chunk = sock.recv(min(n - got, 1 << 20))
         if not chunk:
             raise ChannelError("the worker closed the channel")
@@ -122,9 +131,9 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def receive(sock: socket.socket) -> Any:
-    """One message; the socket's timeout applies to each read."""
-    (size,) = struct.unpack(">Q", _read_exactly(sock, 8))
+def receive(sock: socket.socket, deadline: float | None = None) -> Any:
+    """One whole message by `deadline` (time.monotonic), or without limit."""
+    (size,) = struct.unpack(">Q", _read_exactly(sock, 8, deadline))
     if size > MAX_MESSAGE:
         raise GarbageReply(f"reply of {size} bytes is over the {MAX_MESSAGE}-byte cap")
-    return decode(_read_exactly(sock, size))
+    return decode(_read_exactly(sock, size, deadline))

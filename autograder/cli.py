@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -85,6 +86,10 @@ def cmd_grade(args: argparse.Namespace, course: Course) -> int:
 
     limits = Limits(check_seconds=args.check_timeout, lab_seconds=args.lab_timeout,
                     memory_bytes=int(args.memory_gib * 2**30))
+    if os.geteuid() != 0:
+        print("autograder grade: warning: not run as root, so student code runs as your own user: it cannot "
+              "reach the grader's process, but it can read the course and the output folder and use the "
+              "network. Grade as root (a container, a CI job, Gradescope) for the full sandbox.", file=sys.stderr)
     bar = tqdm(unit="student", desc="grading", disable=args.quiet)
 
     def progress(done: int, total: int, finished: list[str]) -> None:
@@ -192,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, course)
     except Exception as e:
         helpers = sys.modules.get("utils")  # the course's utils.py, whose DatasetError is one line too
-        if isinstance(e, CourseError) or (helpers and isinstance(e, getattr(helpers, "DatasetError", ()))):
+        if isinstance(e, (CourseError, OSError, sqlite3.Error)) or \
+                (helpers and isinstance(e, getattr(helpers, "DatasetError", ()))):
             print(f"autograder {args.command}: {e}", file=sys.stderr)
             return 2
         raise

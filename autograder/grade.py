@@ -35,9 +35,11 @@ class GradingError(CourseError):
     """A grading process of ours failed (not a submission: those only fail their checks)."""
 
 
-def manifest(course: Course, students: list[Student], prints: dict[str, str], limits: Limits) -> dict:
+def manifest(course: Course, students: list[Student], prints: dict[str, str], limits: Limits,
+             hide: list[Path]) -> dict:
     return {
         "course": str(course.root),
+        "hide": [str(p.resolve()) for p in hide],
         "limits": asdict(limits),
         "units": {lab.name: list(lab.units) for lab in course.labs},
         "fingerprints": {s.id: prints[s.id] for s in students},
@@ -51,13 +53,13 @@ def _die_with_parent() -> None:
 
 
 def run_checks(course: Course, students: list[Student], prints: dict[str, str], book: Path, jobs: int,
-               device: str, limits: Limits, workdir: Path) -> None:
+               device: str, limits: Limits, workdir: Path, hide: list[Path]) -> None:
     """Run every check for `students` in `jobs` pytest processes, each recording into `book`."""
     groups = [students[i::jobs] for i in range(jobs) if students[i::jobs]]
     procs = []
     for index, group in enumerate(groups):
         spec = workdir / f"manifest-{index}.json"
-        spec.write_text(json.dumps(manifest(course, group, prints, limits)))
+        spec.write_text(json.dumps(manifest(course, group, prints, limits, hide)))
         command = [sys.executable, "-m", "pytest", str(course.checks), "-p", "autograder.plugin",
                    "-p", "no:cacheprovider", "--assert=plain", "-o", "python_files=lab*.py", "-q", "--no-header",
                    "-rN", f"--rootdir={course.checks}", f"--autograder-manifest={spec}",
@@ -90,13 +92,14 @@ def grade(course: Course, paths: list[Path], out: Path, jobs: int = 1, device: s
 
     Students already in out/gradebook.sqlite with the same fingerprint are not graded again
     unless `regrade`. `progress(done, total, book)` is called as students finish."""
+    out = out.resolve()  # the grading processes run elsewhere
     students = [s for s in discover(paths) if in_shard(s.id, shard)]
     if out.resolve() in [p.resolve() for p in paths]:
         raise CourseError(f"{out}: the output folder cannot be a submissions folder")
     out.mkdir(parents=True, exist_ok=True)
     book = Gradebook(out / GRADEBOOK)
     try:
-        course_print = course_fingerprint(course)
+        course_print = course_fingerprint(course, json.dumps(asdict(limits), sort_keys=True), device)
         prints = {s.id: fingerprint(course_print, s) for s in students}
         known = book.fingerprints()
         todo = [s for s in students if regrade or known.get(s.id) != prints[s.id]]
@@ -107,7 +110,7 @@ def grade(course: Course, paths: list[Path], out: Path, jobs: int = 1, device: s
                 watcher = _watch(book, todo, progress)
                 try:
                     run_checks(course, todo, prints, out / GRADEBOOK, max(1, min(jobs, len(todo))), device,
-                               limits, Path(tmp))
+                               limits, Path(tmp), hide=[*paths, out])
                 finally:
                     watcher()
         results = from_gradebook(course, book, [s.id for s in students])
@@ -141,6 +144,7 @@ def _watch(book: Gradebook, todo: list[Student], progress):
 
 def merge(course: Course, parts: list[Path], out: Path) -> list[StudentResult]:
     """One output folder from the output folders of shards, equal to grading them all at once."""
+    out = out.resolve()
     books = [part / GRADEBOOK for part in parts]
     missing = [str(b) for b in books if not b.is_file()]
     if missing:

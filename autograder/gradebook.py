@@ -42,9 +42,12 @@ def _digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def course_fingerprint(course: Course) -> str:
-    """What grading depends on besides the submission: the checks and the source exercises."""
-    return _digest(sorted(course.checks.glob("*.py")) + [lab.exercise for lab in course.labs])
+def course_fingerprint(course: Course, *settings: str) -> str:
+    """What grading depends on besides the submission: the grader's code, the checks, the source
+    exercises, and `settings` (limits, device)."""
+    code = sorted(Path(__file__).parent.glob("*.py")) + sorted(course.checks.glob("*.py"))
+    digest = _digest(code + [lab.exercise for lab in course.labs])
+    return hashlib.sha256("\0".join((digest, *settings)).encode()).hexdigest()
 
 
 def fingerprint(course_print: str, student: Student) -> str:

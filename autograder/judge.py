@@ -5,6 +5,7 @@ Each failure is an AssertionError whose message is what the student reads. Hidde
 """
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import torch
@@ -42,3 +43,26 @@ def close(actual: Any, expected: torch.Tensor, what: str, atol: float = 1e-5, rt
                   f" got {a.flatten()[worst].item():.5g}, expected {e.flatten()[worst].item():.5g}") if reveal else \
             f" (largest difference {diff.max().item():.3g})"
         raise AssertionError(f"{what} is wrong{detail}")
+
+
+def library_names(tree: ast.AST) -> set[str]:
+    """What a cell takes from torch, for rules like "written from tensor operations": attributes of
+    torch, nn, F or any module alias it imports (`nn.Linear`, `F.linear`, `torch.addmm`), methods it
+    calls on values other than self (`x.softmax(...)`), and the names it imports
+    (`from torch.nn.functional import softmax as sm` counts as softmax). Its own names do not count,
+    so a class may name itself (`super(Linear, self)`) or hold `self.linear`."""
+    modules, used = {"torch", "nn", "F"}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                used.update(alias.name.split("."))
+                modules.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            used.add(node.attr)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            used.add(node.attr)  # torch.nn.functional.linear, torch.special.softmax
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                not (isinstance(node.func.value, ast.Name) and node.func.value.id == "self"):
+            used.add(node.func.attr)
+    return used

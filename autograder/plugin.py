@@ -81,13 +81,20 @@ class LabRun:
         if len(self.stops) >= self.MAX_STARTS:
             self.problem = f"the submission's process was stopped {len(self.stops)} times"
             return
-        self.worker = self.server.worker(self.deadline)
+        try:
+            self.worker = self.server.worker(self.deadline)
+        except (OSError, RuntimeError) as e:
+            # Our fault, not the student's: stop without committing them, so a rerun grades them.
+            pytest.exit(f"grader fault: {e}", returncode=3)
         self.deadline = self.worker.deadline
         try:
             status = self.worker.load(self.lab["setup"], self.lab["units"])
         except WorkerFailure as e:
             self.problem = f"the notebook's code could not be loaded: {e}"
             return
+        if "sandbox_error" in status:
+            pytest.exit(f"grader fault: the worker's sandbox could not be set up ({status['sandbox_error']})",
+                        returncode=3)
         if "setup_error" in status:
             self.problem = f"grader fault: the assignment's setup cell failed ({status['setup_error']})"
         self.loaded = status.get("loaded", {})
@@ -150,7 +157,8 @@ class Grading:
             self.device_name = "cuda" if torch.cuda.is_available() else "cpu"
         self.course = Course(Path(self.manifest["course"]))
         # Started now, so that it warms up while pytest collects the checks.
-        self.server = Server(self.course, self.device_name, Limits(**self.manifest.get("limits", {})))
+        self.server = Server(self.course, self.device_name, Limits(**self.manifest.get("limits", {})),
+                             hide=self.manifest["hide"])
         self.students = sorted(self.manifest["students"])
         self.pending: dict[str, dict] = {s: {"checks": [], "labs": [], "artifacts": {}, "started": None}
                                          for s in self.students}
@@ -186,7 +194,11 @@ class Grading:
         pending["started"] = pending["started"] or time.monotonic()
         run = LabRun(self.server, self.manifest["students"][student].get(lab, {"problem": "no notebook"}))
         yield run
-        pending["labs"].append({"lab": lab, **run.close()})
+        try:
+            summary = run.close()
+        except Exception as e:  # tearing a worker down must never lose the student's row
+            summary = {"problem": None, "stopped": f"could not be cleaned up ({type(e).__name__})", "output": ""}
+        pending["labs"].append({"lab": lab, **summary})
         if len(pending["labs"]) == len(self.modules):
             self._commit(student)
 

@@ -9,7 +9,6 @@ the flood of output (only the head is kept).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -109,7 +108,9 @@ class Worker:
         self._stop.set()
         if self.reason is None:
             self.kill("closed")
-        shutil.rmtree(self.folder, ignore_errors=True)
+        # rm, not shutil.rmtree: a folder nested a few thousand deep makes rmtree recurse out of stack.
+        subprocess.run(["rm", "-rf", "--one-file-system", self.folder], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
 
     # -- talking to it -----------------------------------------------------------------------
     def _exchange(self, message: Any, what: str) -> Any:
@@ -123,7 +124,7 @@ class Worker:
         try:
             self.sock.settimeout(timeout)
             channel.send(self.sock, message)
-            return channel.receive(self.sock)
+            return channel.receive(self.sock, time.monotonic() + timeout)
         except (socket.timeout, TimeoutError):
             self.kill(f"did not finish {what} within {timeout:.0f} s")
         except channel.GarbageReply as e:
@@ -154,8 +155,10 @@ class Worker:
 class Server:
     """The pre-warmed process that forks workers; restarted if something killed it."""
 
-    def __init__(self, course: Course, device: str = "cpu", limits: Limits = Limits()):
+    def __init__(self, course: Course, device: str = "cpu", limits: Limits = Limits(), hide: list[str] = ()):
+        """`hide`: folders a worker run as root must not see (solutions, checks, submissions, output)."""
         self.course, self.device, self.limits = course, device, limits
+        self.hide = sorted({str(course.source), str(course.checks), *hide})
         self._lock = threading.Lock()
         self._start()
 
@@ -186,10 +189,15 @@ class Server:
             read_end, write_end = os.pipe()
             folder = tempfile.mkdtemp(prefix="autograder-worker-")
             request = {"limits": self.limits.for_worker(), "folder": folder, "device": self.device,
-                       "own_uid": os.geteuid() == 0}
+                       "own_uid": os.geteuid() == 0, "hide": self.hide}
             try:
                 socket.send_fds(self.control, [channel.encode(request)], [theirs.fileno(), write_end])
                 pid = channel.decode(self.control.recv(1 << 16))["pid"]
+            except BaseException:
+                ours.close()
+                os.close(read_end)
+                os.rmdir(folder)
+                raise
             finally:
                 theirs.close()
                 os.close(write_end)

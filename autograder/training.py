@@ -157,11 +157,15 @@ def check_batches(submission, trainer: str, batch: int, kwargs: dict) -> None:
 
 
 def check_lr_zero(submission, trainer: str, kwargs: dict) -> None:
-    """With lr=0 the templates stay as they were."""
+    """With lr=0 the templates stay as they were (and with lr=0.1 they move: a trainer that does
+    nothing does not pass)."""
     torch.manual_seed(1)
     W, data, labels = torch.randn(10, 784) * 0.01, torch.rand(40, 28, 28), torch.randint(0, 10, (40,))
     after = submission.run(train_from, trainer=trainer, W=W, data=data, labels=labels, kwargs={**kwargs, "lr": 0.0})
     close(after, W, "the weights after training with lr=0")
+    moved = submission.run(train_from, trainer=trainer, W=W, data=data, labels=labels, kwargs={**kwargs, "lr": 0.1})
+    assert not torch.allclose(tensor(moved, "the trained weights", [10, 784]), W), \
+        "with lr=0.1 the weights did not change at all: the trainer does not train"
 
 
 def check_one_step(submission, trainer: str, copies: int, kwargs: dict) -> None:

@@ -17,6 +17,7 @@ import resource
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from . import channel
 from .probes import REGISTRY, ProbeContext
 from .sandbox import UID_BASE
 
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNET, _CLONE_NEWNS = 0x40000000, 0x00020000
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1, 2, 4, 8, 1 << 14, 1 << 18
+SCRATCH = {"/tmp": "size=256m,mode=1777", "/var/tmp": "size=16m,mode=1777", "/dev/shm": "size=64m,mode=1777"}
 
 
 def load_probes(checks: Path) -> dict[str, Any]:
@@ -41,24 +44,52 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _confine(limits: dict, folder: str, uid: int | None) -> None:
+def _mount(libc, source: bytes, target: str, flags: int, options: str) -> str | None:
+    if libc.mount(source, target.encode(), b"tmpfs", flags, options.encode()) != 0:
+        return f"{target}: {os.strerror(ctypes.get_errno())}"
+    return None
+
+
+def _seclude(hide: list[str]) -> list[str]:
+    """As root, before dropping privileges: a mount namespace of its own in which the course's
+    solutions and checks, the submissions and the output are empty read-only folders and the
+    scratch folders are small private tmpfs; no network. What cannot be done is returned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return [f"no mount namespace: {os.strerror(ctypes.get_errno())}"]
+    problems = [_mount(libc, b"tmpfs", path, _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=000")
+                for path in hide if os.path.isdir(path)]
+    problems += [_mount(libc, b"tmpfs", path, _MS_NOSUID | _MS_NODEV, options)
+                 for path, options in SCRATCH.items() if os.path.isdir(path)]
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        problems.append(f"no network namespace: {os.strerror(ctypes.get_errno())}")
+    return [p for p in problems if p]
+
+
+def _confine(limits: dict, folder: str, uid: int | None, hide: list[str]) -> list[str]:
+    """Confine this process before any student code runs; returns what could not be done."""
+    libc = ctypes.CDLL(None, use_errno=True)
     os.setsid()
-    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    problems = []
+    if uid is not None:  # root: a uid of its own, so it can signal nothing else and write nothing of ours
+        problems = _seclude(hide)
+        folder = tempfile.mkdtemp(dir="/tmp")  # on its private /tmp, gone with it
+        os.chown(folder, uid, uid)
     os.chdir(folder)
-    home = folder
     os.environ.clear()
-    os.environ.update({"HOME": home, "TMPDIR": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+    os.environ.update({"HOME": folder, "TMPDIR": folder, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
                        "OMP_NUM_THREADS": str(limits["threads"]), "MPLBACKEND": "Agg"})
     for name, value in (("RLIMIT_FSIZE", limits["file_bytes"]), ("RLIMIT_CORE", 0),
                         ("RLIMIT_NOFILE", 256), ("RLIMIT_CPU", limits["cpu_seconds"])):
         resource.setrlimit(getattr(resource, name), (value, value))
-    if uid is not None:  # root: a uid of its own, so it can signal nothing else and write nothing of ours
-        _libc().unshare(_CLONE_NEWNET)  # no network where the kernel allows; harmless where not
+    if uid is not None:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-    _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    return problems
 
 
 def _error(e: BaseException) -> dict:
@@ -87,13 +118,14 @@ def _run_program(program: dict) -> tuple[dict, dict]:
 
 def _worker(chan: socket.socket, request: dict, probes: dict, data: dict) -> None:
     uid = UID_BASE + os.getpid() if request["own_uid"] else None
-    if uid is not None:
-        os.chown(request["folder"], uid, uid)
-    _confine(request["limits"], request["folder"], uid)
+    problems = _confine(request["limits"], request["folder"], uid, request["hide"])
     import torch
 
     torch.set_num_threads(request["limits"]["threads"])
     program = channel.receive(chan)
+    if problems:  # the sandbox is not what it should be: grade nothing rather than grade unsafely
+        channel.send(chan, {"sandbox_error": "; ".join(problems)})
+        return
     namespace, status = _run_program(program)
     channel.send(chan, status)
     context = ProbeContext(namespace, data, request["device"])

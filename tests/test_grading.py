@@ -93,6 +93,17 @@ ATTACKS = {
             e = torch.exp(x - x.amax(dim=dim, keepdim=True))
             return e / e.sum(dim=dim, keepdim=True)
         """)}, None),
+    "solution_thief": (["lab02"], {"softmax": code("""
+        import glob, json, os, utils
+        def softmax(x, dim=-1):
+            for path in glob.glob(os.path.join(os.path.dirname(utils.__file__), "*", "softmax_exercise.ipynb")):
+                cells = json.load(open(path))["cells"]
+                for cell in cells:
+                    if cell["metadata"].get("nbgrader", {}).get("grade_id") == "softmax":
+                        exec("".join(cell["source"]), globals())
+                        return globals()["softmax"](x, dim)
+            raise RuntimeError("no solutions to steal")
+        """)}, None),
     "monkeypatcher": (["lab02"], {"softmax": code("""
         import builtins, torch.testing
         torch.allclose = lambda *a, **k: True
@@ -133,6 +144,26 @@ ATTACKS = {
                     pass
             return x
         """)}, None),
+    "slow_drip": (["lab02"], {"softmax": code("""
+        import os, stat, time
+        for fd in range(3, 64):  # announce a huge reply on the channel, then trickle it
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.write(fd, (1 << 27).to_bytes(8, "big"))
+                    while True:
+                        os.write(fd, b"\\0")
+                        time.sleep(0.5)
+            except OSError:
+                pass
+        """) + SOFTMAX_OK}, None),
+    "deep_folder": (["lab02"], {"softmax": code("""
+        import os
+        _top = os.getcwd()
+        for _ in range(3000):
+            os.mkdir("d")
+            os.chdir("d")
+        os.chdir(_top)
+        """) + SOFTMAX_OK}, None),
     "print_flood": (["lab02"], {"softmax": code("""
         def softmax(x, dim=-1):
             print("x" * (200 * 2**20))
@@ -437,6 +468,12 @@ def test_forged_files_do_not_survive(graded):
     assert json.loads((out / "forger" / "results.json").read_text())["score"] == 15
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="workers see an empty course and output only under root")
+def test_workers_cannot_read_the_solutions(graded):
+    assert units(graded, "solution_thief")["softmax"] <= 1  # only x-left-unchanged, which never reads the result
+    assert "no solutions to steal" in messages(graded, "solution_thief")
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="workers get a network namespace of their own only under root")
 def test_workers_have_no_network(graded, listener):
     assert units(graded, "network")["softmax"] < 15
@@ -462,6 +499,15 @@ def test_tensor_subclass_that_equals_anything_is_a_plain_tensor(graded):
 def test_garbage_on_the_channel_fails_the_check_that_read_it(graded):
     assert units(graded, "channel_garbage")["softmax"] < 15
     assert "answered garbage" in messages(graded, "channel_garbage")
+
+
+def test_a_reply_trickled_forever_times_out(graded):
+    assert units(graded, "slow_drip")["softmax"] == 0
+    assert "did not finish" in messages(graded, "slow_drip")
+
+
+def test_a_deep_folder_tree_loses_no_row(graded):
+    assert units(graded, "deep_folder")["softmax"] == 15
 
 
 def test_print_flood_is_dropped_and_grading_goes_on(graded):

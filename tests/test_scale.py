@@ -85,6 +85,14 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
+def test_relative_out_folder(tmp_path, data_env):
+    make_class(tmp_path / "class", 1)
+    command = [sys.executable, "-m", "autograder", "--course", str(ROOT), "grade", "class", "--out", "graded",
+               "--quiet", "--device", "cpu"]
+    assert subprocess.run(command, cwd=tmp_path, capture_output=True).returncode == 0
+    assert_consistent(tmp_path / "graded", ["s00"])
+
+
 def test_rerun_grades_only_what_changed_and_regrade_forces(tmp_path, data_env, course):
     class_dir = make_class(tmp_path / "class", 3)
     out = tmp_path / "out"

@@ -2,13 +2,11 @@
 
 Scores become probabilities: positive, summing to one, the largest score the most likely.
 """
-import ast
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.judge import close, tensor
+from autograder.judge import close, library_names, tensor
 from autograder.probes import forbid, probe
 
 TORCH_SOFTMAX = {"softmax", "log_softmax", "_softmax", "_log_softmax", "Softmax", "LogSoftmax", "Softmax2d"}
@@ -29,8 +27,8 @@ def call(ctx, x, dim=None, plain=False):
 @probe
 def untouched(ctx, x):
     before = x.clone()
-    ctx.unit("softmax")(x)
-    return {"before": before, "after": x}
+    p = ctx.unit("softmax")(x)
+    return {"before": before, "after": x, "p": p}
 
 
 @probe
@@ -89,6 +87,7 @@ def test_softmax_leaves_input_unchanged(submission):
     x = torch.tensor([[3.0, 1.0, -2.0]])
     seen = submission.run(untouched, x=x)
     close(seen["after"], seen["before"], "x after softmax(x) (work on a copy, not in place)")
+    close(seen["p"], torch.softmax(x, -1), "softmax(x)")
 
 
 @pytest.mark.points(2)
@@ -106,8 +105,7 @@ def test_softmax_random_tensors_any_dim(submission):
 @pytest.mark.hidden
 def test_softmax_written_from_exp_and_sum(submission):
     """torch's own softmax and log_softmax are not used"""
-    tree = submission.tree()
-    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & TORCH_SOFTMAX
+    used = library_names(submission.tree()) & TORCH_SOFTMAX
     assert not used, f"softmax must be written from exp and sum, but it uses {', '.join(sorted(used))}"
     torch.manual_seed(4)
     x = torch.randn(5, 7)
