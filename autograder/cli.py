@@ -154,8 +154,10 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("grade", help="grade a class of submissions",
-                       description="Grade submissions into DIR: grades.csv (one row per student), and "
-                       "DIR/<student>/results.json in Gradescope's format. A SUBMISSION is one student's folder "
+                       description="Grade submissions into DIR: grades.csv (one row per student), "
+                       "DIR/<student>/results.json (Gradescope's format) and feedback.html, summary.html, and the "
+                       "SQLite gradebook that makes a rerun grade only what is new or changed (after a crash "
+                       "too). A SUBMISSION is one student's folder "
                        "of exercise notebooks (its name is the student id), a folder of such folders, or "
                        "nbgrader's submitted/<student>/<assignment>/ tree. Notebooks are matched to labs by "
                        "their grade_ids. Student code runs only in sandboxed worker processes.")
