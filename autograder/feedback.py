@@ -10,7 +10,6 @@ import html
 import io
 import statistics
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -1,7 +1,6 @@
 """The data API of the course helpers (source/utils.py) and `autograder data`."""
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np

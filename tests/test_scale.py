@@ -15,7 +15,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import pytest
 
 from autograder.bundle import bundle
 from autograder.gradebook import Gradebook
