@@ -5,6 +5,8 @@ import argparse
 import os
 import sqlite3
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from .course import Course, CourseError, find_course
@@ -12,9 +14,23 @@ from .course import Course, CourseError, find_course
 DESCRIPTION = """\
 Autograder for the lecture 3 labs (vanilla neural networks: inference and learning).
 
-Instructor: `autograder data`, then `autograder release` (source/ -> release/) and
-`autograder validate`. Run from the course checkout, or name it with --course DIR.
+Instructor: `autograder data`, then `autograder release` (source/ -> release/, and the reference
+artifacts grading needs) and `autograder validate`. Grader: `autograder grade`. Student:
+`autograder check`. Run from the course checkout, or name it with --course DIR.
+See docs/ in the course repository for the contract and the sandbox.
 """
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+        return value
+    return parse
 
 
 def cmd_data(args: argparse.Namespace, course: Course) -> int:
@@ -39,18 +55,59 @@ def cmd_data(args: argparse.Namespace, course: Course) -> int:
     return 1 if failed else 0
 
 
+def _level(args: argparse.Namespace, course: Course, paths: list[Path], out: Path):
+    """The sandbox level, chosen once and printed; a one-line error when none is possible."""
+    from .grade import protected_paths
+    from .sandbox import choose_level
+
+    requested = "none" if getattr(args, "no_sandbox", False) else args.sandbox
+    level = choose_level(requested, protected_paths(course, paths, out), cuda=args.device == "cuda")
+    if not args.quiet:
+        print(f"sandbox: {level.describe()}", file=sys.stderr)
+    return level
+
+
+def _device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _build_artifacts(course: Course, args: argparse.Namespace) -> None:
+    from . import artifacts
+    from .grade import GRADEBOOK, Run, grade
+    from .gradebook import Gradebook
+
+    started = time.monotonic()
+    level = _level(args, course, [], course.root)
+    run = Run(level, device=_device(args.device), jobs=1)
+
+    def grade_reference(folder: Path, out: Path) -> Gradebook:
+        grade(course, [folder], out, run)
+        return Gradebook(out / GRADEBOOK)
+
+    built = artifacts.build(course, grade_reference)
+    costs = sum(len(lab) for lab in built.costs.values())
+    print(f"built the reference artifacts ({costs} costs, {len(built.kept)} pictures) "
+          f"in {time.monotonic() - started:.0f} s")
+
+
 def cmd_release(args: argparse.Namespace, course: Course) -> int:
     from .release import release
 
     files = release(course)
     print(f"released {len(files)} files into {course.release}")
+    if not args.no_artifacts:
+        _build_artifacts(course, args)
     return 0
 
 
 def cmd_validate(args: argparse.Namespace, course: Course) -> int:
     from .validate import validate
 
-    problems = validate(course)
+    problems = validate(course, _level(args, course, [], course.root), progress=None if args.quiet else print)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -60,14 +117,36 @@ def cmd_validate(args: argparse.Namespace, course: Course) -> int:
     return 0
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        k, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 1/4") from None
-    if not 1 <= k <= n:
-        raise argparse.ArgumentTypeError(f"{text!r}: K must be between 1 and N")
-    return k, n
+def _progress(args: argparse.Namespace):
+    """A progress bar on a terminal, a line every half minute otherwise (a log stays small)."""
+    if args.quiet:
+        return None, lambda: None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="lab", desc="grading", file=sys.stderr)
+
+        def show(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+        return show, bar.close
+    last = [0.0, -1]
+
+    def line(done: int, total: int) -> None:
+        if time.monotonic() - last[0] >= 30 or (done == total and last[1] != done):
+            last[:] = [time.monotonic(), done]
+            print(f"grading: {done}/{total} labs done", file=sys.stderr, flush=True)
+    return line, lambda: None
+
+
+def _run(args: argparse.Namespace, course: Course, paths: list[Path], out: Path, public_only: bool = False):
+    from .grade import Run
+    from .sandbox import Limits
+
+    limits = Limits(memory_bytes=int(args.memory_gib * 2**30), min_wall_seconds=args.min_wall,
+                    cpu_factor=args.cpu_factor)
+    return Run(_level(args, course, paths, out), limits, _device(args.device), args.jobs,
+               tuple(args.lab) if args.lab else None, public_only)
 
 
 def _report(results, out: Path) -> None:
@@ -79,32 +158,54 @@ def _report(results, out: Path) -> None:
 
 
 def cmd_grade(args: argparse.Namespace, course: Course) -> int:
-    from tqdm import tqdm
-
     from .grade import grade
-    from .sandbox import Limits
 
-    limits = Limits(check_seconds=args.check_timeout, lab_seconds=args.lab_timeout,
-                    memory_bytes=int(args.memory_gib * 2**30))
-    if os.geteuid() != 0:
-        print("autograder grade: warning: not run as root, so student code runs as your own user: it cannot "
-              "reach the grader's process, but it can read the course and the output folder and use the "
-              "network. Grade as root (a container, a CI job, Gradescope) for the full sandbox.", file=sys.stderr)
-    bar = tqdm(unit="student", desc="grading", disable=args.quiet)
-
-    def progress(done: int, total: int, finished: list[str]) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix(running=min(args.jobs, total - done))
-        bar.refresh()
-
+    run = _run(args, course, args.submissions, args.out)
+    show, close = _progress(args)
     try:
-        results = grade(course, args.submissions, args.out, jobs=args.jobs, device=args.device, limits=limits,
-                        regrade=args.regrade, shard=args.shard, progress=progress)
+        results = grade(course, args.submissions, args.out, run, regrade=args.regrade, shard=args.shard,
+                        student=args.student, progress=show)
     finally:
-        bar.close()
+        close()
     _report(results, args.out)
     return 0
+
+
+def cmd_check(args: argparse.Namespace, course: Course) -> int:
+    from .grade import grade
+
+    missing = [str(p) for p in args.notebooks if not p.is_file()]
+    if missing:
+        raise CourseError(f"no such notebook: {', '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="autograder-check-") as tmp:
+        folder = Path(tmp) / "you"
+        folder.mkdir()
+        for i, path in enumerate(args.notebooks):
+            (folder / f"{i}-{path.name}").write_bytes(path.read_bytes())
+        run = _run(args, course, [folder], Path(tmp) / "out", public_only=True)
+        results = grade(course, [folder], Path(tmp) / "out", run, regrade=True)
+    for result in results:
+        _print_check(course, result)
+    return 0
+
+
+def _print_check(course: Course, result) -> None:
+    for lab in result.labs:
+        lab_obj = course.lab(lab)
+        checks = [c for c in result.checks if c["lab"] == lab]
+        got = sum(c["points"] for c in checks if c["passed"])
+        print(f"{lab}")
+        for c in checks:
+            verdict = "PASS" if c["passed"] else "FAIL"
+            print(f"  {verdict}  {c['unit']}: {c['label']}  ({c['points'] if c['passed'] else 0:g}/{c['points']:g})")
+            if not c["passed"]:
+                print(f"        {c['message']}")
+        public = sum(c["points"] for c in checks)
+        total = sum(lab_obj.test_cells().values())
+        print(f"  score so far: {got:g} of {public:g} public points; hidden checks worth {total - public:g} more "
+              f"run when your work is graded")
+    for problem in result.problems:
+        print(f"could not run: {problem}")
 
 
 def cmd_merge(args: argparse.Namespace, course: Course) -> int:
@@ -117,15 +218,39 @@ def cmd_merge(args: argparse.Namespace, course: Course) -> int:
 def cmd_bundle(args: argparse.Namespace, course: Course) -> int:
     from .bundle import bundle
 
-    print(f"wrote {bundle(course, args.out)}: upload it as the assignment's autograder on Gradescope")
+    print(f"wrote {bundle(course, args.out, args.lab)}: upload it as the assignment's autograder on Gradescope")
     return 0
+
+
+def _sandbox_options(p: argparse.ArgumentParser, grading: bool = True) -> None:
+    p.add_argument("--sandbox", choices=["auto", "namespaces", "uid"], default=os.environ.get("AUTOGRADER_SANDBOX", "auto"),
+                   help="how student code is isolated: namespaces (root, or any user with unprivileged user "
+                        "namespaces), uid (root without CAP_SYS_ADMIN: Docker, Gradescope), or auto, the strongest "
+                        "that works (default; $AUTOGRADER_SANDBOX)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="grade even where no isolation is possible; every row's status then says 'no sandbox'")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where trainers and accuracy checks run (auto: cuda when available)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress and no sandbox line")
+    if grading:
+        p.add_argument("--lab", action="append", metavar="NAME",
+                       help="grade only this lab (repeatable; default: every lab some submission holds)")
+        p.add_argument("-j", "--jobs", type=_positive(int), default=1, metavar="N",
+                       help="students graded in parallel (default 1)")
+        p.add_argument("--memory-gib", type=_positive(float), default=4, metavar="G",
+                       help="memory per worker (default 4)")
+        p.add_argument("--cpu-factor", type=_positive(float), default=20, metavar="F",
+                       help="CPU seconds a check may use, as a multiple of what the reference solution needed "
+                            "(default 20; at least 10 s)")
+        p.add_argument("--min-wall", type=_positive(float), default=60, metavar="S",
+                       help="wall-clock backstop per check, at least (default 60 s; 3 times the CPU limit when more)")
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="autograder", description=DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--course", type=Path, help="folder holding source/ and release/ (default: $AUTOGRADER_COURSE, else the "
-                     "current folder or a parent holding source/, else this package's checkout)")
+    top.add_argument("--course", type=Path, help="folder holding source/ and course.toml (default: $AUTOGRADER_COURSE, "
+                     "else the current folder or a parent holding source/, else this package's checkout)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("data", help="make MNIST and Fashion-MNIST available offline",
@@ -133,80 +258,105 @@ def parser() -> argparse.ArgumentParser:
                        "($AUTOGRADER_DATA, default ~/.cache/autograder). Looks in the cache, then in "
                        "<dir>/<dataset>/ for each dir of $AUTOGRADER_IDX_PATH (default /usr/share/datasets, "
                        "where Debian's dataset-fashion-mnist installs), then downloads with torchvision.")
-    p.add_argument("datasets", nargs="*", metavar="DATASET",
-                   help="mnist and/or fashion-mnist (default: both)")
+    p.add_argument("datasets", nargs="*", metavar="DATASET", help="mnist and/or fashion-mnist (default: both)")
     p.add_argument("--import", dest="import_dir", type=Path, metavar="DIR",
                    help="convert the four original IDX files (.gz or not) found in DIR")
     p.add_argument("--cache", type=Path, metavar="DIR", help="cache folder (default $AUTOGRADER_DATA)")
     p.add_argument("--offline", action="store_true", help="never download")
     p.set_defaults(run=cmd_data)
 
-    p = sub.add_parser("release", help="regenerate release/ from source/",
+    p = sub.add_parser("release", help="regenerate release/ from source/ and build the reference artifacts",
                        description="Regenerate release/ from source/ with nbgrader's preprocessors: solutions "
                        "become stubs, hidden tests and outputs are removed, read-only cells locked, checksums "
-                       "set. Byte-for-byte reproducible; release/ is replaced only if every notebook released.")
+                       "set; each lab folder gets its own copy of utils.py. Byte-for-byte reproducible; release/ "
+                       "is replaced only if every notebook released. Then grades the reference solutions once "
+                       "and keeps, per course version, what grading needs: each check's CPU cost (its time "
+                       "limit) and the reference's pictures.")
+    p.add_argument("--no-artifacts", action="store_true", help="only release/, not the reference artifacts")
+    _sandbox_options(p, grading=False)
     p.set_defaults(run=cmd_release)
 
     p = sub.add_parser("validate", help="check that the course is consistent",
                        description="Exit non-zero, naming notebook and cell, unless release/ is in sync with "
-                       "source/, every source exercise passes all its tests with its solutions, and every "
-                       "released exercise fails its tests with NotImplementedError and nothing worse.")
+                       "source/, every source exercise passes all its tests with its solutions, every released "
+                       "exercise fails its tests with NotImplementedError and nothing worse, the source solutions "
+                       "grade to full marks and the untouched release to zero, and each test cell is worth what "
+                       "the checks standing for it are.")
+    _sandbox_options(p, grading=False)
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("grade", help="grade a class of submissions",
                        description="Grade submissions into DIR: grades.csv (one row per student), "
                        "DIR/<student>/results.json (Gradescope's format) and feedback.html, summary.html, and the "
                        "SQLite gradebook that makes a rerun grade only what is new or changed (after a crash "
-                       "too). A SUBMISSION is one student's folder "
-                       "of exercise notebooks (its name is the student id), a folder of such folders, or "
-                       "nbgrader's submitted/<student>/<assignment>/ tree. Notebooks are matched to labs by "
-                       "their grade_ids. Student code runs only in sandboxed worker processes.")
+                       "too). A SUBMISSION is one student's folder of exercise notebooks (flat, or in the release "
+                       "layout; its name is the student id), a folder of such folders, or nbgrader's "
+                       "submitted/<student>/<assignment>/ tree. Notebooks are matched to labs by their grade_ids. "
+                       "Student code runs only in sandboxed workers.")
     p.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the results go")
-    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="students graded in parallel (default 1)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where trainers and accuracy checks run (auto: cuda when available)")
-    p.add_argument("--check-timeout", type=float, default=300, metavar="S", help="seconds per check (default 300)")
-    p.add_argument("--lab-timeout", type=float, default=900, metavar="S", help="seconds per lab (default 900)")
-    p.add_argument("--memory-gib", type=float, default=4, metavar="G", help="memory per worker (default 4)")
+    p.add_argument("--student", metavar="ID", help="the one SUBMISSION folder is this student's, whatever its layout")
     p.add_argument("--regrade", action="store_true",
-                   help="grade again students the gradebook already holds unchanged (default: only new or changed)")
+                   help="grade again what the gradebook already holds unchanged (default: only new or changed)")
     p.add_argument("--shard", type=_shard, metavar="K/N",
                    help="grade only the K-th of N stable parts of the students (for job arrays; see merge)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _sandbox_options(p)
     p.set_defaults(run=cmd_grade)
+
+    p = sub.add_parser("check", help="check your own exercise notebooks (public checks only)",
+                       description="A student's self-check: your notebooks go through the same sandbox and the "
+                       "public checks of the grader; prints each check's verdict and your score so far. Hidden "
+                       "checks run only when your work is graded.")
+    p.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
+    _sandbox_options(p)
+    p.set_defaults(run=cmd_check)
 
     p = sub.add_parser("merge", help="combine the output folders of grade --shard runs",
                        description="Combine the gradebooks of several `grade --shard K/N` output folders into "
-                       "DIR and write grades.csv, results.json, feedback and summary from it, as one run would.")
+                       "DIR and write grades.csv, results.json, feedback and summary from it, as one run would. "
+                       "Parts graded with other settings (course, checks, labs, sandbox) are refused.")
     p.add_argument("parts", nargs="+", type=Path, metavar="PART", help="output folders of the shards")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.set_defaults(run=cmd_merge)
 
     p = sub.add_parser("bundle", help="make a Gradescope autograder zip",
-                       description="Write a Gradescope autograder (setup.sh, run_autograder and this package with "
-                       "the course) that grades /autograder/submission with the same checks into "
-                       "/autograder/results/results.json. Upload it under the assignment's Configure Autograder.")
+                       description="Write a Gradescope autograder (setup.sh, run_autograder, this package and the "
+                       "course) that grades /autograder/submission into /autograder/results/results.json; with "
+                       "--lab, an autograder for that lab alone (one Gradescope assignment per lab).")
     p.add_argument("--out", type=Path, default=Path("autograder.zip"), metavar="FILE.zip")
+    p.add_argument("--lab", metavar="NAME", help="the one lab this Gradescope assignment grades")
     p.set_defaults(run=cmd_bundle)
     return top
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be between 1 and N")
+    return k, n
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .gradebook import GradebookError
+    from .sandbox import SandboxError
+
     args = parser().parse_args(argv)
     try:
         course = Course(args.course.resolve()) if args.course else find_course()
         return args.run(args, course)
+    except KeyboardInterrupt:
+        print(f"autograder {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         helpers = sys.modules.get("utils")  # the course's utils.py, whose DatasetError is one line too
-        if isinstance(e, (CourseError, OSError, sqlite3.Error)) or \
+        if isinstance(e, (CourseError, OSError, sqlite3.Error, SandboxError, GradebookError, ValueError)) or \
                 (helpers and isinstance(e, getattr(helpers, "DatasetError", ()))):
             print(f"autograder {args.command}: {e}", file=sys.stderr)
             return 2
         raise
-    except KeyboardInterrupt:
-        print(f"autograder {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

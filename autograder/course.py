@@ -1,8 +1,10 @@
-"""What the course is, read from its folders: labs, their notebooks, and the graded units.
+"""What the course is, read from its folders and its course.toml: labs, notebooks, graded units,
+the cells a worker runs, the dataset, the checks.
 
 Nothing about a particular lab is written here: a lab is a `source/<lab>/` folder, its exercise
-is the notebook whose name ends in `_exercise.ipynb`, and a graded unit is a solution cell whose
-grade_id is the name it defines at top level (SPEC §2: one cell per unit).
+is the notebook whose name ends in `_exercise.ipynb`, a graded unit is a solution cell whose
+grade_id is the name it defines at top level (one cell per unit), and the provided cells are the
+exercise's locked cells that are not tests.
 """
 from __future__ import annotations
 
@@ -17,7 +19,13 @@ from types import ModuleType
 
 import nbformat
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 HELPERS = "utils.py"
+CONFIG = "course.toml"
 EXERCISE_SUFFIX = "_exercise.ipynb"
 
 
@@ -64,6 +72,17 @@ def unit_cells(nb) -> dict[str, int]:
     return units
 
 
+def is_test(cell) -> bool:
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
+def provided_cells(nb) -> list[str]:
+    """The code cells a student is given and may rely on: locked, and not tests."""
+    return [c.source for c in nb.cells if c.cell_type == "code" and nbgrader_meta(c).get("locked")
+            and not nbgrader_meta(c).get("grade") and not nbgrader_meta(c).get("solution")]
+
+
 @dataclass(frozen=True)
 class Lab:
     name: str
@@ -74,6 +93,16 @@ class Lab:
     @property
     def notebooks(self) -> list[Path]:
         return sorted(self.folder.glob("*.ipynb"))
+
+    @cached_property
+    def setup(self) -> tuple[str, ...]:
+        """The provided cells of the source exercise, which every worker of this lab runs first."""
+        return tuple(provided_cells(read_notebook(self.exercise)))
+
+    def test_cells(self) -> dict[str, float]:
+        """grade_id -> points of the exercise's test cells."""
+        return {nbgrader_meta(c)["grade_id"]: float(nbgrader_meta(c).get("points", 0))
+                for c in read_notebook(self.exercise).cells if is_test(c)}
 
 
 @dataclass(frozen=True)
@@ -88,10 +117,47 @@ class Course:
     def release(self) -> Path:
         return self.root / "release"
 
+    @cached_property
+    def config(self) -> dict:
+        path = self.root / CONFIG
+        try:
+            return tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise CourseError(f"{path}: missing; it names the course's checks folder and dataset") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise CourseError(f"{path}: not valid TOML ({e})") from None
+
+    def _setting(self, section: str, key: str) -> str:
+        value = self.config.get(section, {}).get(key)
+        if not isinstance(value, str) or not value:
+            raise CourseError(f"{self.root / CONFIG}: [{section}] {key} is missing")
+        return value
+
     @property
     def checks(self) -> Path:
         """One pytest module per lab, named like the lab's folder."""
-        return self.root / "autograder" / "checks"
+        return self.root / self._setting("course", "checks")
+
+    @property
+    def dataset(self) -> str:
+        return self._setting("data", "dataset")
+
+    @property
+    def train_split(self) -> str:
+        return self._setting("data", "train")
+
+    @property
+    def withheld_split(self) -> str:
+        return self._setting("data", "withheld")
+
+    def lab(self, name: str) -> Lab:
+        for lab in self.labs:
+            if lab.name == name:
+                return lab
+        raise CourseError(f"no lab {name!r}: the labs are {', '.join(lab.name for lab in self.labs)}")
+
+    def lab_of(self, unit: str) -> Lab:
+        return next(lab for lab in self.labs if unit in lab.units)
 
     @cached_property
     def labs(self) -> tuple[Lab, ...]:

@@ -4,7 +4,8 @@ Notebooks are matched to labs by the grade_ids they hold (by their file name onl
 not a readable notebook, to say which lab it cost). A unit's code is its solution cell, found by
 grade_id; where the student's cell lost its metadata, the code cell defining the unit's name at
 top level; where two cells hold the unit, the later one, as in the notebook the student ran.
-The assignment's setup cells come from source/, never from the student. Nothing here runs code.
+The provided cells (the exercise's locked cells that are not tests) come from source/, never
+from the student. Nothing here runs code.
 """
 from __future__ import annotations
 
@@ -12,27 +13,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .course import Course, CourseError, Lab, nbgrader_meta, read_notebook, top_level_names
+from .course import Course, CourseError, nbgrader_meta, read_notebook, top_level_names
 
-SETUP_IDS = re.compile(r"^(imports|setup)")
 _MAGIC = re.compile(r"^(\s*)([%!])", re.M)
 
 
 @dataclass
 class LabCode:
-    setup: list[str]
+    """What a worker runs for one lab of one submission."""
+    setup: tuple[str, ...]
     units: dict[str, str] = field(default_factory=dict)
     notebook: str | None = None
     problem: str | None = None  # why no check of this lab can run, in a student's words
-
-    def manifest(self) -> dict:
-        return {"setup": self.setup, "units": self.units, "notebook": self.notebook, "problem": self.problem}
-
-
-def setup_cells(lab: Lab) -> list[str]:
-    """The source exercise's locked setup cells (grade_id imports or setup*), in order."""
-    return [c.source for c in read_notebook(lab.exercise).cells
-            if c.cell_type == "code" and SETUP_IDS.match(nbgrader_meta(c).get("grade_id") or "")]
 
 
 def _runnable(source: str) -> str:
@@ -63,7 +55,7 @@ def units_in(nb, units: tuple[str, ...]) -> tuple[dict[str, str], int]:
 
 def extract(course: Course, notebooks: tuple[Path, ...]) -> dict[str, LabCode]:
     """lab name -> what to run for it; every lab of the course gets an entry."""
-    labs = {lab.name: LabCode(setup=setup_cells(lab)) for lab in course.labs}
+    labs = {lab.name: LabCode(setup=lab.setup) for lab in course.labs}
     best: dict[str, tuple[int, int]] = {}
     for path in notebooks:
         try:

@@ -1,29 +1,30 @@
 """What students and TAs read: feedback.html per student, summary.html for the class.
 
 Self-contained pages (pictures embedded as PNG data), readable offline. Hidden checks show their
-description and their message only, never their source or expected values.
+description and their message only, never their source or expected values. What the pictures
+show is the course's: its checks keep tensors with a picture kind, and the course's
+`<checks>/pictures.py` draws them beside the reference solution's (course artifacts).
 """
 from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import io
 import statistics
 from collections import Counter
+from types import ModuleType
 
-import numpy as np
-import torch
-
+from . import artifacts
 from .course import Course
-from . import training
-from .gradebook import REFERENCE, Gradebook, course_fingerprint
+from .gradebook import Gradebook
 
-TRAINERS = ("train_minibatch", "train_online")  # whose learned templates to show, in this order
-STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:62rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;width:100%}td,th{padding:.3rem .5rem;border-bottom:1px solid #eee;text-align:left;
 vertical-align:top}.pass{color:#1a7f37}.fail{color:#c62828}.note{color:#666;font-size:.9rem}
-figure{display:inline-block;margin:.5rem}img{max-width:100%}"""
+figure{display:inline-block;margin:.5rem;vertical-align:top}figcaption{font-size:.9rem;color:#444}
+img{max-width:100%}td.num{text-align:right}"""
 
 
 def png(fig) -> str:
@@ -35,35 +36,21 @@ def png(fig) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
+def _page(title: str, body: str, key: str = "") -> str:
+    meta = f'<meta name="autograder-source" content="{key}">' if key else ""
+    return (f"<!doctype html><html lang=en><meta charset=utf-8>{meta}<title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
 
 
-def templates(book: Gradebook, student: str) -> tuple[str, torch.Tensor] | None:
-    for trainer in TRAINERS:
-        W = book.artifact(student, f"{trainer} templates")
-        if W is not None and W.shape == (10, 784):
-            return trainer, W
-    return None
-
-
-def reference_templates(course: Course, book: Gradebook) -> torch.Tensor:
-    """The source solution's templates, trained once per course version: kept in the gradebook and
-    in the data cache, so that a new output folder does not train them again."""
-    version = course_fingerprint(course)[:16]
-    W = book.artifact(REFERENCE, f"templates {version}")
-    if W is None:
-        cached = course.helpers().cache_dir() / "reference" / f"templates-{version}.npy"
-        try:
-            W = torch.from_numpy(np.load(cached, allow_pickle=False))
-        except (OSError, ValueError):
-            W = training.reference_templates(course)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached.with_suffix(".part.npy"), W.numpy())
-            cached.with_suffix(".part.npy").replace(cached)
-        book.keep(REFERENCE, f"templates {version}", W)
-    return W
+def course_pictures(course: Course) -> ModuleType | None:
+    """The course's pictures.py beside its checks, if it has one."""
+    path = course.checks / "pictures.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("autograder_course_pictures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def summary(results) -> dict:
@@ -73,99 +60,98 @@ def summary(results) -> dict:
     return {"students": len(results), "mean": statistics.mean(totals) if totals else 0.0,
             "median": statistics.median(totals) if totals else 0.0, "totals": totals,
             "failures": failures.most_common(), "pass_rate": {k: 1 - failures[k] / n for k, n in checks.items()},
-            "not_ok": sum(r.status != "ok" for r in results)}
+            "not_ok": sum(r.status != "ok" for r in results), "reviews": [r for r in results if r.reviews]}
 
 
 def summary_text(s: dict, max_total: float) -> str:
-    lines = [f"{s['students']} students: mean {s['mean']:.1f}, median {s['median']:.1f} of {max_total:g}; "
-             f"{s['not_ok']} with a lab that could not run"]
-    bins = Counter(min(int(t // 10), 9) for t in s["totals"])
-    for b in range(10):
-        lines.append(f"  {b * 10:3d}-{b * 10 + 9 if b < 9 else 100:<3d} {'#' * bins[b]} {bins[b] or ''}")
+    """The summary the command line prints."""
+    lines = [f"{s['students']} student(s): mean {s['mean']:.1f}, median {s['median']:.1f} of {max_total:g}"]
+    bins = Counter(min(int(t // 10) * 10, int(max_total) // 10 * 10) for t in s["totals"])
+    for start in range(0, int(max_total) + 1, 10):
+        if bins[start]:
+            lines.append(f"  {start:>3}-{min(start + 9, int(max_total)):<3} {'#' * bins[start]} {bins[start]}")
     if s["failures"]:
-        lines.append("checks failed most often:")
-        lines += [f"  {n:4d}  {name}" for name, n in s["failures"][:10]]
+        lines.append("failed most often:")
+        lines += [f"  {n:>3}  {name}" for name, n in s["failures"][:5]]
+    if s["reviews"]:
+        lines.append(f"for a TA to look at: {', '.join(r.student for r in s['reviews'])}")
     return "\n".join(lines)
 
 
-def summary_page(s: dict, max_total: float) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(s["totals"], bins=range(0, int(max_total) + 11, 10), color="tab:blue", edgecolor="white")
-    ax.set_xlabel("total")
-    ax.set_ylabel("students")
-    histogram = png(fig)
-    rates = sorted(s["pass_rate"].items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rates) + 1))
-    ax.barh([name[:70] for name, _ in rates], [rate for _, rate in rates], color="tab:green")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of students passing")
-    ax.tick_params(axis="y", labelsize=7)
-    passing = png(fig)
-    table = "".join(f"<tr><td>{n}</td><td>{html.escape(name)}</td></tr>" for name, n in s["failures"][:20])
-    body = (f"<p>{s['students']} students; mean {s['mean']:.1f}, median {s['median']:.1f} of {max_total:g}; "
-            f"{s['not_ok']} with a lab that could not run.</p><h2>Scores</h2>{histogram}"
-            f"<h2>Checks failed most often</h2><table><tr><th>students</th><th>check</th></tr>{table}</table>"
-            f"<h2>Pass rate per check</h2>{passing}")
-    return _page("Class summary", body)
-
-
 class Pages:
-    """Renders the pages of one grading output. What every student's page shares (the reference
-    templates, the test image) is drawn once."""
+    """Renders the pages of one grading output for its labs."""
 
-    def __init__(self, course: Course, book: Gradebook):
+    def __init__(self, course: Course, book: Gradebook, labs: list[str]):
         import matplotlib
 
         matplotlib.use("Agg")
-        self.course, self.book = course, book
-        self.utils = course.helpers()
-        self.names = self.utils.CLASS_NAMES["fashion-mnist"]
-        self._shared: dict | None = None
+        self.course, self.book, self.labs = course, book, labs
+        self.pictures = course_pictures(course)
+        self.reference = artifacts.load(course)
+        self.sandbox = book.settings().get("sandbox", "")
 
-    def reference(self) -> torch.Tensor:
-        return reference_templates(self.course, self.book)
+    def _figures(self, student: str) -> str:
+        if self.pictures is None:
+            return ""
+        kept = self.book.artifacts(student)
+        if not kept:
+            return "<p class=note>No pictures: the checks that draw them did not get that far.</p>"
+        reference = self.reference.kept if self.reference else {}
+        parts = []
+        for title, caption, figure in self.pictures.pictures(kept, reference, self.course):
+            parts.append(f"<figure>{png(figure)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+                         if figure is not None else "")
+            if title:
+                parts[-1] = f"<h2>{html.escape(title)}</h2>" + parts[-1]
+        return "".join(parts)
 
-    def shared(self) -> dict:
-        if self._shared is None:
-            images, labels = self.utils.load("fashion-mnist", "test")
-            self._shared = {"image": images[0], "label": int(labels[0]),
-                            "image_png": png(self.utils.image_figure(images[0])),
-                            "reference_png": png(self.utils.templates_figure(self.reference(), self.names, "reference"))}
-        return self._shared
-
-    def pictures(self, student: str) -> str:
-        mine = templates(self.book, student)
-        if mine is None:
-            return "<p class=note>No learned templates to show: the trainer's accuracy check did not return weights.</p>"
-        trainer, W = mine
-        shared = self.shared()
-        p = torch.softmax(W @ shared["image"].reshape(-1), dim=0)
-        return (f"<h2>Your learned templates</h2><p class=note>The rows of W after your <code>{trainer}</code> ran "
-                "the lab's recipe: red pixels vote for the class, blue against.</p>"
-                f"<figure>{png(self.utils.templates_figure(W, self.names, 'yours'))}</figure>"
-                f"<figure>{shared['reference_png']}</figure>"
-                f"<h2>Class probabilities for a test image</h2><p class=note>A {self.names[shared['label']]}, "
-                f"as your templates see it.</p><figure>{shared['image_png']}</figure>"
-                f"<figure>{png(self.utils.prob_figure(p, self.names))}</figure>")
-
-    def student(self, result) -> str:
+    def student(self, result, key: str = "") -> str:
         rows = []
-        for unit in self.course.units:
+        units = [u for lab in self.course.labs if lab.name in self.labs for u in lab.units]
+        for unit in units:
             rows.append(f"<h2>{html.escape(unit)}: {result.units[unit]:g} / {result.max_units[unit]:g}</h2><table>")
             for c in (c for c in result.checks if c["unit"] == unit):
                 verdict = "<span class=pass>passed</span>" if c["passed"] else "<span class=fail>failed</span>"
                 hidden = " <span class=note>(hidden check)</span>" if c["hidden"] else ""
                 why = "" if c["passed"] else html.escape(c["message"])
                 rows.append(f"<tr><td>{verdict}</td><td>{html.escape(c['label'])}{hidden}<br><span class=note>{why}"
-                            f"</span></td><td>{c['points'] if c['passed'] else 0:g}/{c['points']:g}</td></tr>")
+                            f"</span></td><td class=num>{c['points'] if c['passed'] else 0:g}/{c['points']:g}</td></tr>")
             rows.append("</table>")
-        status = "" if not result.problems else \
-            "<p class=fail>Not every check could run: " + html.escape(result.status) + "</p>"
-        body = (f"<p>Total <b>{result.total:g} / {result.max_total:g}</b></p>{status}" + "".join(rows)
-                + self.pictures(result.student))
-        return _page(f"Feedback for {result.student}", body)
+        status = "" if result.status == "ok" else f"<p class=fail>{html.escape(result.status)}</p>"
+        body = (f"<p>Total <b>{result.total:g} / {result.max_total:g}</b> "
+                f"<span class=note>({', '.join(self.labs)})</span></p>{status}" + "".join(rows)
+                + self._figures(result.student))
+        return _page(f"Feedback for {result.student}", body, key)
 
     def summary(self, results) -> str:
-        return summary_page(summary(results), results[0].max_total)
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+
+        s, max_total = summary(results), results[0].max_total
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.hist(s["totals"], bins=range(0, int(max_total) + 11, 10), color="tab:blue", edgecolor="white")
+        ax.set_xlabel(f"total (of {max_total:g})")
+        ax.set_ylabel("students")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        histogram = png(fig)
+        rates = sorted(s["pass_rate"].items(), key=lambda kv: kv[1])
+        fig, ax = plt.subplots(figsize=(9, 0.3 * len(rates) + 1))
+        ax.barh([name[:90] for name, _ in rates], [rate for _, rate in rates], color="tab:green")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of students passing")
+        ax.tick_params(axis="y", labelsize=8)
+        passing = png(fig)
+        labs = [lab for lab in self.course.labs if lab.name in self.labs]
+        head = "".join(f"<th>{html.escape(lab.name)}</th>" for lab in labs)
+        table = "".join(
+            f"<tr><td><a href=\"{html.escape(r.student)}/feedback.html\">{html.escape(r.student)}</a></td>"
+            + "".join(f"<td class=num>{sum(r.units[u] for u in lab.units):g}</td>" for lab in labs)
+            + f"<td class=num>{r.total:g}</td><td>{html.escape(r.status)}</td></tr>" for r in results)
+        failed = "".join(f"<tr><td class=num>{n}</td><td>{html.escape(name)}</td></tr>" for name, n in s["failures"][:20])
+        body = (f"<p>{s['students']} students; mean {s['mean']:.1f}, median {s['median']:.1f} of {max_total:g}; "
+                f"{s['not_ok']} whose status is not ok. Sandbox: {html.escape(self.sandbox)}.</p>"
+                f"<h2>Students</h2><table><tr><th>student</th>{head}<th>total</th><th>status</th></tr>{table}</table>"
+                f"<h2>Scores</h2>{histogram}"
+                f"<h2>Checks failed most often</h2><table><tr><th>students</th><th>check</th></tr>{failed}</table>"
+                f"<h2>Pass rate per check</h2>{passing}")
+        return _page("Class summary", body)

@@ -1,14 +1,14 @@
-"""The gradebook: every check of every submission, in SQLite beside the reports.
+"""The gradebook: every check of every submission, lab by lab, in SQLite beside the reports.
 
-A student's record (checks, labs, kept tensors) is written in one transaction when the last of
-their labs is done, with a fingerprint of what was graded (their notebooks, and the course's
-checks and source). So a run killed at any moment leaves only whole students behind, and the
-next run grades exactly those whose fingerprint is missing or changed. Reports are written from
-the gradebook, never from memory.
+A lab of a student (its checks, what stopped it, the tensors its checks kept) is written in one
+transaction when that lab is done, with a fingerprint of what was graded (the student's
+notebooks, the course, the settings). So a run killed at any moment leaves only whole labs
+behind, and the next run grades exactly the labs whose fingerprint is missing or changed. The
+run's settings (course, labs, sandbox level) are kept too. Grading only records here; the
+reports are rendered from it afterwards (reports.py).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -16,42 +16,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .course import Course
-from .submissions import Student
-
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS students (
-    student TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, seconds REAL NOT NULL, graded_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS checks (
-    student TEXT NOT NULL, position INTEGER NOT NULL, lab TEXT, unit TEXT, check_name TEXT, label TEXT,
-    points REAL, hidden INTEGER, passed INTEGER, seconds REAL, message TEXT, PRIMARY KEY (student, position));
+CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS labs (
-    student TEXT NOT NULL, lab TEXT NOT NULL, problem TEXT, stopped TEXT, output TEXT, PRIMARY KEY (student, lab));
+    student TEXT NOT NULL, lab TEXT NOT NULL, fingerprint TEXT NOT NULL, graded_at REAL NOT NULL,
+    seconds REAL NOT NULL, load_cpu REAL, problem TEXT, stopped TEXT, output TEXT, reviews TEXT NOT NULL,
+    PRIMARY KEY (student, lab));
+CREATE TABLE IF NOT EXISTS checks (
+    student TEXT NOT NULL, lab TEXT NOT NULL, position INTEGER NOT NULL, unit TEXT, check_name TEXT,
+    label TEXT, cell TEXT, points REAL, hidden INTEGER, passed INTEGER, seconds REAL, cpu_seconds REAL, message TEXT,
+    PRIMARY KEY (student, lab, position));
 CREATE TABLE IF NOT EXISTS artifacts (
-    student TEXT NOT NULL, name TEXT NOT NULL, dtype TEXT, shape TEXT, data BLOB, PRIMARY KEY (student, name));
+    student TEXT NOT NULL, lab TEXT NOT NULL, name TEXT NOT NULL, picture TEXT, shape TEXT, data BLOB,
+    PRIMARY KEY (student, lab, name));
 """
-CHECK_FIELDS = ("lab", "unit", "check", "label", "points", "hidden", "passed", "seconds", "message")
-LAB_FIELDS = ("lab", "problem", "stopped", "output")
-REFERENCE = "(reference)"  # owner of the reference solution's tensors (no row in students)
+CHECK_FIELDS = ("unit", "check", "label", "cell", "points", "hidden", "passed", "seconds", "cpu_seconds", "message")
+LAB_FIELDS = ("load_cpu", "problem", "stopped", "output")
+TABLES = ("labs", "checks", "artifacts")
 
 
-def _digest(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def course_fingerprint(course: Course, *settings: str) -> str:
-    """What grading depends on besides the submission: the grader's code, the checks, the source
-    exercises, and `settings` (limits, device)."""
-    code = sorted(Path(__file__).parent.glob("*.py")) + sorted(course.checks.glob("*.py"))
-    digest = _digest(code + [lab.exercise for lab in course.labs])
-    return hashlib.sha256("\0".join((digest, *settings)).encode()).hexdigest()
-
-
-def fingerprint(course_print: str, student: Student) -> str:
-    return hashlib.sha256((course_print + _digest(list(student.notebooks))).encode()).hexdigest()
+class GradebookError(RuntimeError):
+    """Gradebooks that cannot be combined; the message says why."""
 
 
 class Gradebook:
@@ -64,71 +49,87 @@ class Gradebook:
     def close(self) -> None:
         self.db.close()
 
-    def fingerprints(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT student, fingerprint FROM students"))
+    # -- the run -------------------------------------------------------------------------------
+    def settings(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM run"))
 
-    def record(self, student: str, fingerprint: str, seconds: float, checks: list[dict], labs: list[dict],
-               artifacts: dict[str, torch.Tensor], graded_at: float) -> None:
-        """Replace everything known of `student` in one transaction."""
+    def set_settings(self, settings: dict[str, str]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO run VALUES (?, ?)", settings.items())
+
+    # -- recording -----------------------------------------------------------------------------
+    def fingerprints(self) -> dict[tuple[str, str], str]:
+        return {(s, lab): f for s, lab, f in self.db.execute("SELECT student, lab, fingerprint FROM labs")}
+
+    def record(self, student: str, lab: str, fingerprint: str, seconds: float, checks: list[dict], summary: dict,
+               reviews: list[str], artifacts: list[tuple[str, str | None, torch.Tensor]], graded_at: float) -> None:
+        """Replace everything known of `student`'s `lab` in one transaction."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            for table in ("students", "checks", "labs", "artifacts"):
-                self.db.execute(f"DELETE FROM {table} WHERE student = ?", (student,))
-            self.db.executemany(f"INSERT INTO checks VALUES (?, ?, {', '.join('?' * len(CHECK_FIELDS))})",
-                                [(student, i, *(c[f] for f in CHECK_FIELDS)) for i, c in enumerate(checks)])
-            self.db.executemany("INSERT INTO labs VALUES (?, ?, ?, ?, ?)",
-                                [(student, *(lab.get(f) for f in LAB_FIELDS)) for lab in labs])
-            for name, t in artifacts.items():
-                self._insert_artifact(student, name, t)
-            self.db.execute("INSERT INTO students VALUES (?, ?, ?, ?)", (student, fingerprint, seconds, graded_at))
+            for table in TABLES:
+                self.db.execute(f"DELETE FROM {table} WHERE student = ? AND lab = ?", (student, lab))
+            self.db.executemany(f"INSERT INTO checks VALUES (?, ?, ?, {', '.join('?' * len(CHECK_FIELDS))})",
+                                [(student, lab, i, *(c[f] for f in CHECK_FIELDS)) for i, c in enumerate(checks)])
+            for name, picture, t in artifacts:
+                array = t.detach().cpu().float().numpy()
+                self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
+                                (student, lab, name, picture, json.dumps(list(array.shape)), array.tobytes()))
+            self.db.execute("INSERT INTO labs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (student, lab, fingerprint, graded_at, seconds, *(summary.get(f) for f in LAB_FIELDS),
+                             json.dumps(reviews)))
 
-    def graded_at(self) -> dict[str, float]:
-        return dict(self.db.execute("SELECT student, graded_at FROM students"))
-
-    def graded_since(self, moment: float) -> list[str]:
-        return [s for (s,) in self.db.execute("SELECT student FROM students WHERE graded_at >= ?", (moment,))]
-
+    # -- reading -------------------------------------------------------------------------------
     def students(self) -> list[str]:
-        return [s for (s,) in self.db.execute("SELECT student FROM students ORDER BY student")]
+        return [s for (s,) in self.db.execute("SELECT DISTINCT student FROM labs ORDER BY student")]
 
-    def checks(self, student: str) -> list[dict]:
-        rows = self.db.execute(f"SELECT {', '.join(f if f != 'check' else 'check_name' for f in CHECK_FIELDS)} "
-                               "FROM checks WHERE student = ? ORDER BY position", (student,))
-        return [dict(zip(CHECK_FIELDS, row), student=student) for row in rows]
+    def graded_since(self, moment: float) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT student, lab FROM labs WHERE graded_at >= ?", (moment,)))
 
-    def labs(self, student: str) -> list[dict]:
-        rows = self.db.execute(f"SELECT {', '.join(LAB_FIELDS)} FROM labs WHERE student = ? ORDER BY lab", (student,))
-        return [dict(zip(LAB_FIELDS, row), student=student) for row in rows]
+    def labs(self, student: str) -> dict[str, dict]:
+        rows = self.db.execute("SELECT lab, seconds, load_cpu, problem, stopped, output, reviews, graded_at FROM labs "
+                               "WHERE student = ? ORDER BY lab", (student,))
+        return {lab: {"seconds": seconds, "load_cpu": load_cpu, "problem": problem, "stopped": stopped,
+                      "output": output, "reviews": json.loads(reviews), "graded_at": graded_at}
+                for lab, seconds, load_cpu, problem, stopped, output, reviews, graded_at in rows}
 
-    def seconds(self, student: str) -> float:
-        row = self.db.execute("SELECT seconds FROM students WHERE student = ?", (student,)).fetchone()
-        return row[0] if row else 0.0
+    def checks(self, student: str, lab: str) -> list[dict]:
+        columns = ", ".join("check_name" if f == "check" else f for f in CHECK_FIELDS)
+        rows = self.db.execute(f"SELECT {columns} FROM checks WHERE student = ? AND lab = ? ORDER BY position",
+                               (student, lab))
+        return [dict(zip(CHECK_FIELDS, row), lab=lab) for row in rows]
 
-    def _insert_artifact(self, student: str, name: str, t: torch.Tensor) -> None:
-        array = t.detach().cpu().float().numpy()
-        self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
-                        (student, name, "float32", json.dumps(list(array.shape)), array.tobytes()))
+    def unit_passed(self, student: str, unit: str) -> bool | None:
+        """Whether every check of `unit` passed (None: it was not graded)."""
+        row = self.db.execute("SELECT COUNT(*), SUM(passed) FROM checks WHERE student = ? AND unit = ?",
+                              (student, unit)).fetchone()
+        return None if not row[0] else row[0] == row[1]
 
-    def keep(self, student: str, name: str, t: torch.Tensor) -> None:
-        with self.db:
-            self._insert_artifact(student, name, t)
+    def artifacts(self, student: str) -> dict[str, tuple[str | None, torch.Tensor]]:
+        rows = self.db.execute("SELECT name, picture, shape, data FROM artifacts WHERE student = ? ORDER BY lab, name",
+                               (student,))
+        return {name: (picture, torch.from_numpy(np.frombuffer(data, dtype=np.float32).reshape(json.loads(shape)).copy()))
+                for name, picture, shape, data in rows}
 
-    def artifact(self, student: str, name: str) -> torch.Tensor | None:
-        row = self.db.execute("SELECT shape, data FROM artifacts WHERE student = ? AND name = ?",
-                              (student, name)).fetchone()
-        if row is None:
-            return None
-        return torch.from_numpy(np.frombuffer(row[1], dtype=np.float32).reshape(json.loads(row[0])).copy())
-
+    # -- combining -----------------------------------------------------------------------------
     def merge_from(self, other: Path) -> None:
-        """Copy every student of another gradebook (a shard) into this one."""
+        """Copy every lab of another gradebook (a shard) into this one; refused unless both were
+        graded with the same settings (course, checks, labs, sandbox level)."""
+        theirs = Gradebook(other)
+        try:
+            mine, their_settings = self.settings(), theirs.settings()
+        finally:
+            theirs.close()
+        if mine and mine != their_settings:
+            differ = sorted(k for k in set(mine) | set(their_settings) if mine.get(k) != their_settings.get(k))
+            raise GradebookError(f"{other} was graded with other settings ({', '.join(differ)}) than the parts "
+                                 "before it: merge only parts of one grading run")
+        self.set_settings(their_settings)
         self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                for table in ("students", "checks", "labs", "artifacts"):
-                    self.db.execute(f"DELETE FROM {table} WHERE student IN (SELECT student FROM other.students)")
-                    self.db.execute(f"INSERT INTO {table} SELECT * FROM other.{table} "
-                                    "WHERE student IN (SELECT student FROM other.students)")
+                for table in TABLES:
+                    self.db.execute(f"DELETE FROM {table} WHERE (student, lab) IN (SELECT student, lab FROM other.labs)")
+                    self.db.execute(f"INSERT INTO {table} SELECT * FROM other.{table}")
         finally:
             self.db.execute("DETACH DATABASE other")

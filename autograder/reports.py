@@ -1,7 +1,7 @@
-"""What grading writes (SPEC §6): grades.csv, and results.json per student in Gradescope's format.
-
-Files are written beside their target and renamed into place, so a crash never leaves half a file.
-Hidden checks say only their own message (never their source or expected values).
+"""One report pass, from the gradebook: grades.csv, each student's results.json (Gradescope's
+format) and feedback.html, and summary.html. It runs after grading and after a merge, and is
+the only writer of those files; a file is rewritten only when its content changed, and written
+beside its target then renamed, so a crash never leaves half a file.
 """
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ from .feedback import Pages
 from .gradebook import Gradebook
 
 CSV_TAIL = ["total", "max_total", "status"]
+CHECK_TEXT, STUDENT_TEXT = 2000, 16000  # characters of messages a check, a student
 
 
 @dataclass
 class StudentResult:
     student: str
+    labs: list[str]  # the labs graded
     units: dict[str, float]
     max_units: dict[str, float]
     checks: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    reviews: list[str] = field(default_factory=list)
+    sandbox: str = ""
     execution_time: float = 0.0
 
     @property
@@ -38,7 +42,10 @@ class StudentResult:
 
     @property
     def status(self) -> str:
-        return "ok" if not self.problems else "; ".join(self.problems)
+        parts = [*self.problems, *(f"review: {r}" for r in self.reviews)]
+        if self.sandbox == "none":
+            parts.append("no sandbox")
+        return "; ".join(parts) or "ok"
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -46,33 +53,50 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def from_gradebook(course: Course, book: Gradebook, students: list[str]) -> list[StudentResult]:
-    """Each student's result as the gradebook holds it (only students it holds)."""
-    results = []
-    held = set(book.students())
-    for student in students:
-        if student not in held:
-            continue
-        checks = book.checks(student)
-        result = StudentResult(student, {u: 0.0 for u in course.units}, {u: 0.0 for u in course.units},
-                               checks=checks, execution_time=book.seconds(student))
+def _capped(checks: list[dict]) -> list[dict]:
+    """Messages cut to CHECK_TEXT each and STUDENT_TEXT in all: what a worker can make a check
+    say is bounded in every output file."""
+    left, out = STUDENT_TEXT, []
+    for c in checks:
+        message = c["message"] or ""
+        if len(message) > CHECK_TEXT:
+            message = message[: CHECK_TEXT - 16] + " [... cut short]"
+        if len(message) > left:
+            message = "(message left out: this submission's messages reached their size limit)"
+        left -= len(message)
+        out.append({**c, "message": message})
+    return out
+
+
+def results(course: Course, book: Gradebook, labs: list[str]) -> list[StudentResult]:
+    """Each student's result over `labs`, as the gradebook holds it (only students it holds)."""
+    sandbox = book.settings().get("sandbox", "")
+    units = [u for lab in course.labs if lab.name in labs for u in lab.units]
+    found = []
+    for student in book.students():
+        recorded = book.labs(student)
+        result = StudentResult(student, labs, {u: 0.0 for u in units}, {u: 0.0 for u in units},
+                               sandbox=sandbox.split(":")[0])
+        checks = []
+        for lab in labs:
+            if lab not in recorded:
+                continue
+            checks += book.checks(student, lab)
+            summary = recorded[lab]
+            reason = summary["problem"] or (f"stopped: it {summary['stopped']}" if summary["stopped"] else None)
+            if reason:
+                result.problems.append(f"{lab}: {_short(reason)}")
+            result.reviews += summary["reviews"]
+            result.execution_time += summary["seconds"]
+        if not checks and not result.problems:
+            continue  # graded for other labs only
         for c in checks:
             if c["unit"] in result.units:
                 result.max_units[c["unit"]] += c["points"]
                 result.units[c["unit"]] += c["points"] if c["passed"] else 0.0
-        for lab in book.labs(student):
-            reason = lab.get("problem") or (f"stopped: it {lab['stopped']}" if lab.get("stopped") else None)
-            if reason:
-                result.problems.append(f"{lab['lab']}: {_short(reason)}")
-        results.append(result)
-    return results
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        result.checks = _capped(checks)
+        found.append(result)
+    return found
 
 
 def _number(x: float) -> float | int:
@@ -80,47 +104,51 @@ def _number(x: float) -> float | int:
 
 
 def results_json(result: StudentResult) -> dict:
-    tests = []
-    for c in result.checks:
-        tests.append({
-            "name": f"{c['unit']}: {c['label']}",
-            "score": _number(c["points"] if c["passed"] else 0),
-            "max_score": _number(c["points"]),
-            "status": "passed" if c["passed"] else "failed",
-            "output": "passed" if c["passed"] else c["message"],
-            "visibility": "after_published" if c["hidden"] else "visible",
-        })
-    return {"score": _number(result.total), "execution_time": result.execution_time,
-            "output": "All checks ran." if not result.problems else "Not every check could run: " + result.status,
-            "tests": tests}
+    tests = [{
+        "name": f"{c['unit']}: {c['label']}",
+        "score": _number(c["points"] if c["passed"] else 0),
+        "max_score": _number(c["points"]),
+        "status": "passed" if c["passed"] else "failed",
+        "output": "passed" if c["passed"] else c["message"],
+        "visibility": "after_published" if c["hidden"] else "visible",
+    } for c in result.checks]
+    return {"score": _number(result.total), "execution_time": round(result.execution_time, 2),
+            "output": "All checks ran." if result.status == "ok" else "Not every check could run, or a TA "
+            "will look at the code: " + result.status, "tests": tests}
 
 
-def grades_csv(results: list[StudentResult], units: tuple[str, ...]) -> str:
+def grades_csv(results: list[StudentResult], course: Course) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student", *units, *CSV_TAIL])
+    writer.writerow(["student", *course.units, *CSV_TAIL])
     for r in results:
-        writer.writerow([r.student, *(_number(r.units[u]) for u in units),
+        writer.writerow([r.student, *(_number(r.units[u]) if u in r.units else "" for u in course.units),
                          _number(r.total), _number(r.max_total), r.status])
     return buffer.getvalue()
 
 
-def write_student(out: Path, result: StudentResult, pages: Pages) -> None:
-    """results.json and feedback.html of one student."""
-    _atomic_write(out / result.student / "results.json", json.dumps(results_json(result), indent=1))
-    _atomic_write(out / result.student / "feedback.html", pages.student(result))
+def _write(path: Path, text: str) -> bool:
+    """Write `text` to `path` unless it already holds it; True when it was written."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
 
 
-def write_reports(course: Course, out: Path, results: list[StudentResult], book: Gradebook,
-                  pages: Pages | None = None) -> None:
-    """grades.csv and summary.html, and each student's files unless the grading process that
-    graded them already wrote them since: all from the gradebook."""
-    pages = pages or Pages(course, book)
-    graded_at = book.graded_at()
-    for r in results:
-        files = [out / r.student / name for name in ("results.json", "feedback.html")]
-        if not all(f.is_file() and f.stat().st_mtime >= graded_at[r.student] for f in files):
-            write_student(out, r, pages)
-    _atomic_write(out / "grades.csv", grades_csv(results, course.units))
-    if results:
-        _atomic_write(out / "summary.html", pages.summary(results))
+def write_reports(course: Course, out: Path, book: Gradebook, labs: list[str]) -> list[StudentResult]:
+    """Every file of the output folder, from the gradebook; returns the results."""
+    found = results(course, book, labs)
+    pages = Pages(course, book, labs)
+    for r in found:
+        _write(out / r.student / "results.json", json.dumps(results_json(r), indent=1) + "\n")
+        _write(out / r.student / "feedback.html", pages.student(r))
+    _write(out / "grades.csv", grades_csv(found, course))
+    if found:
+        _write(out / "summary.html", pages.summary(found))
+    return found

@@ -1,185 +1,318 @@
-"""The grader's side of the sandbox: the pre-warmed server and a handle on each worker.
+"""The grader's side of the sandbox: choosing the level, the pre-warmed server, and each worker.
 
-The grader never runs student code. It starts one server (worker.py) that has torch and the data
-loaded; each lab submission gets a worker forked from it in milliseconds. The grader keeps the
-limits the worker cannot lift itself: wall-clock per check and per lab (it stops waiting and kills),
-resident memory and process count (a watchdog sums them over every process of the worker), and
-the flood of output (only the head is kept).
+The grader never runs student code. It starts one server (worker.py, `python -I` from an empty
+folder) that loads torch, the course helpers and the training set; each lab submission gets a
+worker forked from it in milliseconds and confined at the level chosen at start (confine.py).
+The grader keeps the limits a worker cannot lift: CPU seconds per call (set from the reference's
+own cost), wall-clock only as a backstop, resident memory and process count summed over every
+process of the worker, and the flood of output (only the head is kept).
 """
 from __future__ import annotations
 
 import os
-import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from . import channel
-from .course import Course
-
-UID_BASE = 200_000  # a root grader runs worker pid P as uid UID_BASE + P: unique while it lives
+from . import confine, messages, reap
+from .confine import Level
+from .messages import Call, Load, Loaded, Outcome
 
 
 @dataclass(frozen=True)
 class Limits:
-    check_seconds: float = 300.0
-    lab_seconds: float = 900.0
+    """What one worker may use. Time is CPU seconds per call: `cpu_factor` times what the
+    reference solution needed for that call, at least `min_cpu_seconds` (or `default_cpu_seconds`
+    when the reference's cost is unknown); wall-clock is only a backstop, `wall_factor` times the
+    CPU limit and at least `min_wall_seconds`."""
     memory_bytes: int = 4 * 2**30
     processes: int = 64
     file_bytes: int = 64 * 2**20
+    scratch_bytes: int = 256 * 2**20
     output_bytes: int = 64 * 2**10
     threads: int = 1
+    cpu_factor: float = 20.0
+    min_cpu_seconds: float = 10.0
+    default_cpu_seconds: float = 120.0
+    wall_factor: float = 3.0
+    min_wall_seconds: float = 60.0
 
-    def for_worker(self) -> dict:
-        return {**asdict(self), "cpu_seconds": int(self.lab_seconds * max(1, self.threads)) + 60}
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise ValueError(f"the limit {name.replace('_', ' ')} must be positive, not {value}")
 
+    def budget(self, reference_cpu: float | None) -> tuple[float, float]:
+        """(CPU seconds, wall seconds) for what the reference did in `reference_cpu` seconds."""
+        cpu = self.default_cpu_seconds if reference_cpu is None else \
+            max(self.min_cpu_seconds, self.cpu_factor * reference_cpu)
+        return cpu, max(self.min_wall_seconds, self.wall_factor * cpu)
+
+
+# ---- levels ----------------------------------------------------------------------------------
+
+class SandboxError(RuntimeError):
+    """No sandbox level is possible (or the one asked for is not); the message says why."""
+
+
+def settings(level: Level, limits: Limits, protected: list[str], cuda: bool = False,
+             scratch_parent: str | None = None) -> confine.Settings:
+    """How every worker of a run is confined: `protected` paths are never readable from it."""
+    plan = confine.allow_list(confine.python_paths(), protected, cuda)
+    lab_cpu = int(max(limits.default_cpu_seconds, limits.min_cpu_seconds) * limits.cpu_factor) + 60
+    return confine.Settings(level, plan, limits.file_bytes, lab_cpu, limits.processes, limits.scratch_bytes,
+                            limits.threads, scratch_parent)
+
+
+def _verify(plan: confine.Plan, protected: list[str]) -> str | None:
+    """Inside a confined worker: what it must read, it can; what is protected, it cannot."""
+    for path in protected:
+        try:
+            if not os.path.isdir(path):
+                open(path, "rb").close()
+                return f"a worker can read {path}"
+            # A protected folder may be the way to an allowed one (a virtual environment inside
+            # the course folder): then that is all it may show.
+            shown = [os.path.join(path, e) for e in os.listdir(path)]
+            extra = [e for e in shown if not any(r == e or r.startswith(e + "/") for r in plan.read)]
+            if extra:
+                return f"a worker can read {extra[0]}"
+        except OSError:
+            pass
+    for path in plan.read:
+        try:
+            os.listdir(path) if os.path.isdir(path) else open(path, "rb").close()
+        except OSError as e:
+            return f"a worker cannot read {path} ({e.strerror})"
+    return None
+
+
+def _open_to_workers(plan: confine.Plan, protected: list[str]) -> list[str]:
+    """At "uid", workers read through the permissions of a uid of their own: the allow-list must
+    be reachable by others (its parents traversable) and what is protected must not be readable
+    by them. Returns what was changed."""
+    changed = []
+    for path in plan.read:
+        for parent in reversed(Path(path).parents):
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+                changed.append(f"{parent}: others may traverse it")
+
+    def lock(path: Path) -> None:
+        if not path.exists() or path.is_symlink():
+            return
+        mode = stat.S_IMODE(path.stat().st_mode)
+        needed = [r for r in plan.read if r != str(path) and r.startswith(str(path).rstrip("/") + "/")]
+        if str(path) in plan.read:
+            return
+        if needed and path.is_dir():
+            if mode & (stat.S_IROTH | stat.S_IWOTH):
+                path.chmod(mode & ~(stat.S_IROTH | stat.S_IWOTH))
+                changed.append(f"{path}: others may traverse it only")
+            for child in path.iterdir():
+                lock(child)
+        elif mode & stat.S_IRWXO:
+            path.chmod(mode & ~stat.S_IRWXO)
+            changed.append(f"{path}: no access for others")
+
+    for path in protected:
+        lock(Path(path))
+    return changed
+
+
+def _probe(level: Level, protected: list[str], cuda: bool) -> str | None:
+    """Confine a throwaway worker exactly as a real one would be; None when that worked and it
+    could read what it needs and nothing protected."""
+    scratch = tempfile.mkdtemp(prefix="autograder-probe-") if level.name != "namespaces" else None
+    if scratch:
+        os.chmod(scratch, 0o711)
+    read, write = os.pipe()
+    s = settings(level, Limits(), protected, cuda, scratch)
+
+    def report(error: str | None) -> None:
+        os.write(write, (error or _verify(s.plan, protected) or "").encode()[:1000])
+
+    try:
+        pid, _ = confine.fork_worker(s, report, keep=(write,))
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            error = f.read().decode(errors="replace")
+        os.waitpid(pid, 0)
+    finally:
+        if scratch:
+            reap.remove_tree(scratch)
+    return error or None
+
+
+def choose_level(requested: str = "auto", protected: list[Path] = (), cuda: bool = False) -> Level:
+    """The strongest level that works here (or exactly `requested`: auto, namespaces, uid or
+    none); SandboxError naming every cause when none does."""
+    if requested == "none":
+        return Level("none")
+    protected = [str(Path(p).resolve()) for p in protected]
+    tried = []
+    if requested in ("auto", "namespaces"):
+        for userns in ((False, True) if os.geteuid() == 0 else (True,)):
+            level = Level("namespaces", userns=userns)
+            error = _probe(level, protected, cuda)
+            if error is None:
+                return level
+            tried.append(f"namespaces{' in a user namespace' if userns else ''}: {error}")
+    if requested in ("auto", "uid"):
+        if os.geteuid() != 0:
+            tried.append("uid: needs root")
+        else:
+            level = Level("uid", landlock=confine.landlock_abi())
+            for change in _open_to_workers(settings(level, Limits(), protected, cuda).plan, protected):
+                print(f"sandbox: {change}", file=sys.stderr)
+            error = _probe(level, protected, cuda)
+            if error is None:
+                return level
+            tried.append(f"uid: {error}")
+    raise SandboxError("no sandbox is possible here (" + "; ".join(tried) + "); grade as root, allow "
+                       "unprivileged user namespaces, or pass --no-sandbox to grade without isolation")
+
+
+# ---- a worker --------------------------------------------------------------------------------
 
 class WorkerFailure(Exception):
     """The worker could not answer: the message says why in words a student understands."""
 
 
-def _processes(uid: int | None, session: int) -> list[tuple[int, int]]:
-    """(pid, resident bytes) of every process of a worker: by uid when it has its own, else by session."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        mine = (int(fields["Uid"].split()[0]) == uid) if uid is not None else \
-            (int(fields.get("NSsid", "0").split()[0]) == session)
-        if mine:
-            found.append((int(entry), int(fields.get("VmRSS", "0 kB").split()[0]) * 1024))
-    return found
-
-
 class Worker:
-    """One lab submission's process: load its code, then run probes, each under a deadline."""
+    """One lab submission's process tree: load its code, then answer calls, each under limits."""
 
-    def __init__(self, pid: int, uid: int | None, sock: socket.socket, output_fd: int, folder: str,
-                 limits: Limits, deadline: float | None = None):
-        self.pid, self.uid, self.sock, self.folder, self.limits = pid, uid, sock, folder, limits
-        self.deadline = deadline or time.monotonic() + limits.lab_seconds
+    def __init__(self, level: Level, spawned: messages.Spawned, sock: socket.socket, output_fd: int,
+                 limits: Limits):
+        self.level, self.sock, self.limits = level, sock, limits
+        self.pid, self.uid, self.folder = spawned.pid, spawned.uid, spawned.folder
         self.reason: str | None = None  # why it was stopped, once it was
         self.output, self.output_dropped = bytearray(), 0
+        self.cpu_used = 0.0  # by the last call
+        self._call: tuple[float, float] | None = None  # (CPU seconds at its start, its CPU limit)
         self._stop = threading.Event()
         threading.Thread(target=self._drain, args=(output_fd,), daemon=True).start()
         threading.Thread(target=self._watch, daemon=True).start()
 
-    # -- limits kept from outside ------------------------------------------------------------
     def _drain(self, fd: int) -> None:
         with os.fdopen(fd, "rb", buffering=0) as pipe:
             while chunk := pipe.read(1 << 16):
-                room = self.limits.output_bytes - len(self.output)
-                self.output += chunk[:max(room, 0)]
-                self.output_dropped += max(len(chunk) - max(room, 0), 0)
+                room = max(self.limits.output_bytes - len(self.output), 0)
+                self.output += chunk[:room]
+                self.output_dropped += len(chunk) - len(chunk[:room])
+
+    def _usage(self) -> tuple[float, int, int]:
+        procs = reap.members(reap.scan(), self.level.name, self.pid, self.uid)
+        return sum(p.cpu_seconds for p in procs), sum(p.rss_bytes for p in procs), len(procs)
 
     def _watch(self) -> None:
         while not self._stop.wait(0.1):  # a scan of /proc costs about a millisecond
-            procs = _processes(self.uid, self.pid)
-            if sum(rss for _, rss in procs) > self.limits.memory_bytes:
+            cpu, rss, count = self._usage()
+            call = self._call
+            if call is not None:
+                self.cpu_used = cpu - call[0]
+                if self.cpu_used > call[1]:
+                    self.kill(f"used more than {call[1]:.0f} s of CPU time")
+            if rss > self.limits.memory_bytes:
                 self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")
-            elif len(procs) > self.limits.processes:
+            elif count > self.limits.processes:
                 self.kill(f"started more than {self.limits.processes} processes")
 
     def kill(self, reason: str) -> None:
         self.reason = self.reason or reason
-        for _ in range(50):  # a fork flood races the killing: repeat until nothing is left
-            procs = _processes(self.uid, self.pid)
-            if not procs:
-                break
-            for pid, _ in procs:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.01)
+        reap.kill_all(self.level.name, self.pid, self.uid)
         self.sock.close()
 
     def close(self) -> None:
         self._stop.set()
         if self.reason is None:
-            self.kill("closed")
-        # rm, not shutil.rmtree: a folder nested a few thousand deep makes rmtree recurse out of stack.
-        subprocess.run(["rm", "-rf", "--one-file-system", self.folder], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+            self.reason = "closed"
+        self.sock.close()
+        reap.clean_up(self.level.name, self.pid, self.uid, self.folder)
 
-    # -- talking to it -----------------------------------------------------------------------
-    def _exchange(self, message: Any, what: str) -> Any:
+    def exchange(self, message: Load | Call, what: str, cpu_limit: float, wall_limit: float) -> Loaded | Outcome:
+        """Send `message` and wait for its reply, using at most `cpu_limit` CPU seconds and
+        `wall_limit` seconds; WorkerFailure says why there is none."""
         if self.reason:
             raise WorkerFailure(f"the submission's process was stopped earlier: it {self.reason}")
-        remaining = self.deadline - time.monotonic()
-        timeout = min(self.limits.check_seconds, remaining)
-        if timeout <= 0:
-            self.kill(f"ran past the lab's time limit of {self.limits.lab_seconds:.0f} s")
-            raise WorkerFailure(f"the lab's time limit of {self.limits.lab_seconds:.0f} s was used up")
+        if cpu_limit <= 0 or wall_limit <= 0:
+            self.kill("ran out of the time this check allows")
+            raise WorkerFailure(f"the submission's process {self.reason}")
+        self._call = (self._usage()[0], cpu_limit)
         try:
-            self.sock.settimeout(timeout)
-            channel.send(self.sock, message)
-            return channel.receive(self.sock, time.monotonic() + timeout)
+            self.sock.settimeout(wall_limit)
+            messages.send(self.sock, message)
+            reply = messages.receive(self.sock, messages.FROM_WORKER, time.monotonic() + wall_limit)
+            return messages.expect(reply, Loaded if isinstance(message, Load) else Outcome)
         except (socket.timeout, TimeoutError):
-            self.kill(f"did not finish {what} within {timeout:.0f} s")
-        except channel.GarbageReply as e:
+            self.kill(f"did not finish {what} within {wall_limit:.0f} s")
+        except messages.GarbageReply as e:
             self.kill("sent a reply that is not data")
             raise WorkerFailure(f"the submission's process answered garbage during {what}: {e}") from None
-        except (channel.ChannelError, OSError):
-            time.sleep(0.1)  # let the watchdog say why, if it was the one
+        except (messages.ChannelError, OSError):
+            time.sleep(0.15)  # let the watchdog say why, if it was the one
             self.kill(f"exited during {what}")
+        finally:
+            self.cpu_used = self._usage()[0] - self._call[0] if self.reason is None else self.cpu_used
+            self._call = None
         raise WorkerFailure(f"the submission's process {self.reason}")
-
-    def load(self, setup: list[str], units: dict[str, str]) -> dict:
-        return self._exchange({"setup": setup, "units": units}, "loading the notebook's code")
-
-    def run(self, probe_id: str, args: dict, what: str) -> Any:
-        reply = self._exchange({"probe": probe_id, "args": args}, what)
-        if not isinstance(reply, dict) or not ("value" in reply or "error" in reply):
-            self.kill("sent a reply that is not data")
-            raise WorkerFailure(f"the submission's process answered garbage during {what}")
-        if "error" in reply:
-            raise WorkerFailure(str(reply["error"]))
-        return reply["value"]
 
     def output_text(self) -> str:
         text = self.output.decode(errors="replace")
         return text + (f"\n[... {self.output_dropped} more bytes of output dropped]" if self.output_dropped else "")
 
 
+# ---- the server ------------------------------------------------------------------------------
+
 class Server:
     """The pre-warmed process that forks workers; restarted if something killed it."""
 
-    def __init__(self, course: Course, device: str = "cpu", limits: Limits = Limits(), hide: list[str] = ()):
-        """`hide`: folders a worker run as root must not see (solutions, checks, submissions, output)."""
-        self.course, self.device, self.limits = course, device, limits
-        self.hide = sorted({str(course.source), str(course.checks), *hide})
+    def __init__(self, course_root: Path, level: Level, limits: Limits, device: str, protected: list[Path]):
+        self.course_root, self.level, self.limits, self.device = course_root, level, limits, device
+        self.protected = sorted({str(Path(p).resolve()) for p in protected})
         self._lock = threading.Lock()
         self._start()
 
     def _start(self) -> None:
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.worker", str(self.course.root), str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
-        theirs.close()
+        # python -I from an empty folder of its own: nothing planted in a working folder or the
+        # environment is imported. The server leaves and removes the folder once it has loaded.
+        self.empty = tempfile.mkdtemp(prefix="autograder-server-")
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-m", "autograder.worker", str(theirs.fileno())], cwd=self.empty,
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=lambda: confine.die_with_parent(None))
+        finally:
+            theirs.close()
+        s = settings(self.level, self.limits, self.protected)
+        start = messages.Start(course=str(self.course_root), level=self.level.name, userns=self.level.userns,
+                               landlock=self.level.landlock, protected=tuple(self.protected), device=self.device,
+                               file_bytes=s.file_bytes, cpu_seconds=s.cpu_seconds, processes=s.processes,
+                               scratch_bytes=s.scratch_bytes, threads=s.threads)
+        self.control.send(messages.encode(start))
         self.ready = False  # it loads torch and the data meanwhile; the first worker waits for it
 
     def _await_ready(self) -> None:
-        self.control.settimeout(300)
+        self.control.settimeout(600)
         try:
-            channel.decode(self.control.recv(1 << 20))
-        except (OSError, channel.ChannelError) as e:
+            ready = messages.expect(messages.decode(self.control.recv(1 << 20), messages.FROM_SERVER), messages.Ready)
+        except (OSError, messages.ChannelError) as e:
             raise RuntimeError(f"the grading server did not start ({e})") from None
+        if ready.error:
+            raise RuntimeError(f"the grading server could not start: {ready.error}")
         self.ready = True
 
-    def worker(self, deadline: float | None = None) -> Worker:
-        """A fresh worker; `deadline` (time.monotonic) carries a lab's time limit over restarts."""
+    def worker(self) -> Worker:
+        """A fresh worker, confined, its code not yet loaded."""
         with self._lock:
             if self.process.poll() is not None:
                 self._start()
@@ -187,26 +320,23 @@ class Server:
                 self._await_ready()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             read_end, write_end = os.pipe()
-            folder = tempfile.mkdtemp(prefix="autograder-worker-")
-            request = {"limits": self.limits.for_worker(), "folder": folder, "device": self.device,
-                       "own_uid": os.geteuid() == 0, "hide": self.hide}
             try:
-                socket.send_fds(self.control, [channel.encode(request)], [theirs.fileno(), write_end])
-                pid = channel.decode(self.control.recv(1 << 16))["pid"]
+                socket.send_fds(self.control, [messages.encode(messages.Spawn())], [theirs.fileno(), write_end])
+                spawned = messages.expect(messages.decode(self.control.recv(1 << 16), messages.FROM_SERVER),
+                                          messages.Spawned)
             except BaseException:
                 ours.close()
                 os.close(read_end)
-                os.rmdir(folder)
                 raise
             finally:
                 theirs.close()
                 os.close(write_end)
-        uid = UID_BASE + pid if os.geteuid() == 0 else None
-        return Worker(pid, uid, ours, read_end, folder, self.limits, deadline)
+        return Worker(self.level, spawned, ours, read_end, self.limits)
 
     def close(self) -> None:
         self.control.close()
         try:
-            self.process.wait(5)
+            self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        reap.remove_tree(self.empty)

@@ -1,7 +1,8 @@
-"""Finding the students in what the grader was given (SPEC §5's three layouts).
+"""Finding the submissions in what the grader was given. A submission is one student's notebooks.
 
-- one student's folder: `DIR/*.ipynb`, the folder's name is the student id;
-- a folder of such folders: `DIR/<student>/*.ipynb`;
+- one student's folder: `DIR/*.ipynb`, or the release layout `DIR/<lab folder>/*.ipynb` (what a
+  student downloads and uploads again, e.g. to Gradescope); the folder's name is the student id;
+- a folder of such folders: `DIR/<student>/...`;
 - nbgrader's exchange: `submitted/<student>/<assignment>/*.ipynb` (or the course folder above it).
 """
 from __future__ import annotations
@@ -16,8 +17,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
 
 
 @dataclass(frozen=True)
-class Student:
-    id: str
+class Submission:
+    student: str
     notebooks: tuple[Path, ...]
 
 
@@ -26,15 +27,34 @@ def _notebooks(folder: Path) -> tuple[Path, ...]:
                         if ".ipynb_checkpoints" not in p.parts and p.is_file()))
 
 
-def discover(paths: list[Path]) -> list[Student]:
-    """Every student under `paths`, sorted by id; a student id seen twice is an error."""
-    found: dict[str, Student] = {}
+def _one_student(folder: Path, lab_folders: set[str]) -> bool:
+    """Notebooks directly inside, or only lab folders holding them (the release layout)."""
+    if any(folder.glob("*.ipynb")):
+        return True
+    subfolders = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return bool(subfolders) and subfolders <= lab_folders
+
+
+def discover(paths: list[Path], lab_folders: set[str] = frozenset(), student: str | None = None
+             ) -> list[Submission]:
+    """Every submission under `paths`, sorted by student id; a student seen twice is an error.
+    With `student`, the one path given is that student's submission, whatever its layout."""
+    if student is not None:
+        if len(paths) != 1 or not paths[0].is_dir():
+            raise CourseError("one submission folder is needed with --student")
+        if not _SAFE_ID.match(student):
+            raise CourseError(f"{student!r} cannot be a student id (letters, digits, . _ @ + -)")
+        notebooks = _notebooks(paths[0])
+        if not notebooks:
+            raise CourseError(f"no notebooks found under {paths[0]}")
+        return [Submission(student, notebooks)]
+    found: dict[str, Submission] = {}
     for path in paths:
         if not path.is_dir():
             raise CourseError(f"{path}: no such folder of submissions")
         if (path / "submitted").is_dir():
             path = path / "submitted"
-        if any(path.glob("*.ipynb")):
+        if _one_student(path, set(lab_folders)):
             candidates = [path]
         else:
             candidates = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -47,7 +67,7 @@ def discover(paths: list[Path]) -> list[Student]:
             if folder.name in found:
                 raise CourseError(f"student {folder.name!r} appears twice: {found[folder.name].notebooks[0].parent} "
                                   f"and {folder}")
-            found[folder.name] = Student(folder.name, notebooks)
+            found[folder.name] = Submission(folder.name, notebooks)
     if not found:
         raise CourseError(f"no notebooks found under {', '.join(map(str, paths))}")
     return [found[k] for k in sorted(found)]

@@ -5,7 +5,8 @@
 - every released exercise runs to its first stub, and from there each test cell fails with
   NotImplementedError (never a crash: NameError, a bad import, a broken helper);
 - through `autograder grade`, the source solutions get full marks and the untouched release
-  zero, without a grader fault; each unit's checks are worth what its notebook test cells are.
+  zero, without a grader fault; each notebook test cell is worth what the checks standing for
+  it (their `cell` marker) are.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from .course import Course, nbgrader_meta, read_notebook
+from .confine import Level
+from .course import Course
 from .execute import execute
-from .grade import grade
-from .plugin import unit_of
+from .grade import Run, grade
 from .release import stale
 
 
@@ -41,25 +42,31 @@ def check_released(path: Path) -> list[str]:
     return problems
 
 
-def notebook_points(course: Course) -> Counter:
-    """Points of each unit's test cells (grade_id test_<unit>_...) in the source exercises."""
-    points: Counter = Counter()
+def points_agree(course: Course, checks: list[dict]) -> list[str]:
+    """Each test cell's points equal the points of the checks that stand for it."""
+    problems = []
     for lab in course.labs:
-        for cell in read_notebook(lab.exercise).cells:
-            meta = nbgrader_meta(cell)
-            unit = unit_of(meta.get("grade_id") or "", list(lab.units))
-            if meta.get("grade") and unit:
-                points[unit] += meta.get("points", 0)
-    return points
+        cells = lab.test_cells()
+        graded = Counter()
+        for c in checks:
+            if c["lab"] == lab.name:
+                if c["cell"] not in cells:
+                    problems.append(f"{lab.name}: check {c['check']} stands for {c['cell']!r}, which is not a test "
+                                    "cell of the exercise")
+                graded[c["cell"]] += c["points"]
+        problems += [f"{lab.name}: test cell {cell} is worth {points:g} points but its checks {graded[cell]:g}"
+                     for cell, points in cells.items() if graded[cell] != points]
+    return problems
 
 
-def check_grading(course: Course, jobs: int = 2) -> list[str]:
+def check_grading(course: Course, level: Level, jobs: int = 2) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="autograder-validate-") as tmp:
         for student, tree in (("reference", course.source), ("untouched_release", course.release)):
             (Path(tmp) / "class" / student).mkdir(parents=True)
             for lab in course.labs:
                 shutil.copyfile(tree / lab.name / lab.exercise.name, Path(tmp) / "class" / student / lab.exercise.name)
-        reference, release = grade(course, [Path(tmp) / "class"], Path(tmp) / "out", jobs=jobs)
+        reference, release = grade(course, [Path(tmp) / "class"], Path(tmp) / "out",
+                                   Run(level, jobs=jobs, labs=tuple(lab.name for lab in course.labs)))
     problems = [f"grading the source solutions: {c['unit']}: {c['label']}: {c['message']}"
                 for c in reference.checks if not c["passed"]]
     if reference.total != reference.max_total or reference.status != "ok":
@@ -69,26 +76,26 @@ def check_grading(course: Course, jobs: int = 2) -> list[str]:
                  for c in faults]
     if release.total != 0 or release.status != "ok":
         problems.append(f"the untouched release grades {release.total:g} ({release.status})")
-    points = notebook_points(course)
-    problems += [f"{unit}: the checks are worth {reference.max_units[unit]:g} points but its test cells {points[unit]:g}"
-                 for unit in course.units if reference.max_units[unit] != points[unit]]
-    return problems
+    return problems + points_agree(course, reference.checks)
 
 
-def _checks(course: Course) -> list[tuple[str, Path]]:
+def _notebooks(course: Course) -> list[tuple[str, Path]]:
     return [(kind, path) for lab in course.labs
             for kind, path in (("source", lab.exercise),
                                ("release", course.release / lab.name / lab.exercise.name))]
 
 
-def validate(course: Course, progress=print) -> list[str]:
+def validate(course: Course, level: Level, progress=print) -> list[str]:
     """Every problem found, one line each; an empty list means the course is valid."""
-    course.helpers().ensure("fashion-mnist")
+    course.helpers().ensure(course.dataset)
     problems = stale(course)
-    for kind, path in _checks(course):
+    for kind, path in _notebooks(course):
         found = check_source(path) if kind == "source" else check_released(path)
-        progress(f"{'ok  ' if not found else 'FAIL'} {kind:7} {path.relative_to(course.root)}")
+        if progress:
+            progress(f"{'ok  ' if not found else 'FAIL'} {kind:7} {path.relative_to(course.root)}")
         problems += found
-    found = check_grading(course)
-    progress(f"{'ok  ' if not found else 'FAIL'} grading: source solutions to full marks, release to zero")
+    found = check_grading(course, level)
+    if progress:
+        progress(f"{'ok  ' if not found else 'FAIL'} grading: source solutions to full marks, release to zero, "
+                 "points agree")
     return problems + found

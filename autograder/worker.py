@@ -1,161 +1,174 @@
-"""The worker side of grading: a pre-warmed server that forks one sandboxed worker per lab.
+"""Inside the sandbox: the pre-warmed server and the dispatcher each worker runs.
 
-`python -m autograder.worker COURSE_ROOT CONTROL_FD` is started by the grader (sandbox.py). It
-imports torch, the course helpers, the training data and the check modules' probes once; each
-request on the control socket carries two file descriptors (the worker's channel and the write
-end of its output pipe) and the limits, and the server forks. The child confines itself (own
-session, empty folder, scrubbed environment, rlimits, an unprivileged uid and no network when
-run as root), runs the assignment's setup cells and the student's unit cells, then answers probe
-requests on its channel with data only. Nothing here judges anything: the grader does.
+`python -I -m autograder.worker CONTROL_FD` is started by the grader (sandbox.py). The server
+imports torch, the course helpers and the training set once, then forks one worker per request,
+confined as the grader decided (confine.py). A worker holds the course's setup cells, the
+student's unit cells, the training set and this dispatcher, nothing else: no check, no
+reference solution, no expected value, no test set. It answers Call messages (messages.py) by
+calling what the cells define on the values the grader sent, and sends back what came out.
+Nothing here judges anything, and the student can rewrite all of it: the grader trusts only the
+values it receives, which it judges as if the student had typed them in.
 """
 from __future__ import annotations
 
-import ctypes
-import importlib.util
 import os
-import resource
+import random
 import signal
 import socket
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
 
-from . import channel
-from .probes import REGISTRY, ProbeContext
-from .sandbox import UID_BASE
+import numpy as np
+import torch
 
-_CLONE_NEWNET, _CLONE_NEWNS = 0x40000000, 0x00020000
-_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1, 2, 4, 8, 1 << 14, 1 << 18
-SCRATCH = {"/tmp": "size=256m,mode=1777", "/var/tmp": "size=16m,mode=1777", "/dev/shm": "size=64m,mode=1777"}
+from . import confine, messages, reap
+from .messages import Build, Call, Load, Loaded, ModuleState, Outcome, TrainingSet
 
-
-def load_probes(checks: Path) -> dict[str, Any]:
-    """Every @probe function of the check modules (and what they import), by '<module stem>:<name>'."""
-    for path in sorted(checks.glob("lab*.py")):
-        spec = importlib.util.spec_from_file_location(f"autograder_checks_{path.stem}", path)
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    return dict(REGISTRY)
+# Taken now, before student code can replace what these names point to.
+_MODULE = torch.nn.Module
+_NAMED_PARAMETERS, _NAMED_BUFFERS = torch.nn.Module.named_parameters, torch.nn.Module.named_buffers
+_LOAD_STATE, _MODULE_TO = torch.nn.Module.load_state_dict, torch.nn.Module.to
+_TENSOR, _DETACH, _CLONE = torch.Tensor, torch.Tensor.detach, torch.Tensor.clone
+_isinstance, _exec, _compile = isinstance, exec, compile
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _mount(libc, source: bytes, target: str, flags: int, options: str) -> str | None:
-    if libc.mount(source, target.encode(), b"tmpfs", flags, options.encode()) != 0:
-        return f"{target}: {os.strerror(ctypes.get_errno())}"
-    return None
-
-
-def _seclude(hide: list[str]) -> list[str]:
-    """As root, before dropping privileges: a mount namespace of its own in which the course's
-    solutions and checks, the submissions and the output are empty read-only folders and the
-    scratch folders are small private tmpfs; no network. What cannot be done is returned."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        return [f"no mount namespace: {os.strerror(ctypes.get_errno())}"]
-    problems = [_mount(libc, b"tmpfs", path, _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=000")
-                for path in hide if os.path.isdir(path)]
-    problems += [_mount(libc, b"tmpfs", path, _MS_NOSUID | _MS_NODEV, options)
-                 for path, options in SCRATCH.items() if os.path.isdir(path)]
-    if libc.unshare(_CLONE_NEWNET) != 0:
-        problems.append(f"no network namespace: {os.strerror(ctypes.get_errno())}")
-    return [p for p in problems if p]
-
-
-def _confine(limits: dict, folder: str, uid: int | None, hide: list[str]) -> list[str]:
-    """Confine this process before any student code runs; returns what could not be done."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    os.setsid()
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    problems = []
-    if uid is not None:  # root: a uid of its own, so it can signal nothing else and write nothing of ours
-        problems = _seclude(hide)
-        folder = tempfile.mkdtemp(dir="/tmp")  # on its private /tmp, gone with it
-        os.chown(folder, uid, uid)
-    os.chdir(folder)
-    os.environ.clear()
-    os.environ.update({"HOME": folder, "TMPDIR": folder, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-                       "OMP_NUM_THREADS": str(limits["threads"]), "MPLBACKEND": "Agg"})
-    for name, value in (("RLIMIT_FSIZE", limits["file_bytes"]), ("RLIMIT_CORE", 0),
-                        ("RLIMIT_NOFILE", 256), ("RLIMIT_CPU", limits["cpu_seconds"])):
-        resource.setrlimit(getattr(resource, name), (value, value))
-    if uid is not None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    return problems
-
-
-def _error(e: BaseException) -> dict:
+def _error(e: BaseException) -> str:
     lines = traceback.format_exception(type(e), e, e.__traceback__)
-    # Only the student's frames help them; ours are noise.
-    student = [line for line in lines if 'File "<' in line or not line.startswith("  File")]
-    return {"error": f"{type(e).__name__}: {e}"[:2000], "traceback": "".join(student)[-4000:]}
+    # Only the cells' own frames help a student; the dispatcher's are noise.
+    cells = [line for line in lines[1:-1] if line.startswith('  File "<')]
+    where = "".join(cells[-3:]).rstrip()
+    return (f"{type(e).__name__}: {e}"[:1500] + (f"\n{where}" if where else ""))[:2000]
 
 
-def _run_program(program: dict) -> tuple[dict, dict]:
-    namespace: dict = {"__name__": "__main__"}
-    for index, code in enumerate(program["setup"]):
+# ---- the dispatcher --------------------------------------------------------------------------
+
+class Dispatcher:
+    """One worker's namespace and what it can be asked to do with it."""
+
+    def __init__(self, data: dict[str, torch.Tensor], device: str):
+        self.data, self.device = data, device
+        self.namespace: dict[str, Any] = {"__name__": "__main__"}
+
+    def load(self, message: Load) -> Loaded:
+        for index, code in enumerate(message.setup):
+            try:
+                _exec(_compile(code, f"<setup cell {index}>", "exec"), self.namespace)
+            except BaseException as e:  # the course's own cell failing is a grader fault, said plainly
+                return Loaded(errors={}, setup_error=_error(e))
+        errors: dict[str, str | None] = {}
+        for unit, code in message.units.items():
+            try:
+                _exec(_compile(code, f"<{unit} cell>", "exec"), self.namespace)
+                errors[unit] = None
+            except BaseException as e:  # SystemExit and KeyboardInterrupt from student code too
+                errors[unit] = _error(e)
+        return Loaded(errors=errors)
+
+    def _lookup(self, name: str) -> Any:
+        if name not in self.namespace:
+            raise NameError(f"{name} is not defined by the notebook's cells")
+        return self.namespace[name]
+
+    def _build(self, spec: Build, on_device: bool) -> Any:
+        obj = self._lookup(spec.cls)(*self._values(spec.args, on_device), **self._values(spec.kwargs, on_device))
+        if spec.state is not None:
+            _LOAD_STATE(obj, {k: v for k, v in spec.state.items()})
+        return _MODULE_TO(obj, self.device) if on_device and _isinstance(obj, _MODULE) else obj
+
+    def _values(self, value: Any, on_device: bool) -> Any:
+        if _isinstance(value, Build):
+            return self._build(value, on_device)
+        if _isinstance(value, TrainingSet):
+            data = self.data[value.part]
+            return data.to(self.device) if on_device else data
+        if _isinstance(value, _TENSOR):
+            return value.to(self.device) if on_device else value
+        if _isinstance(value, dict):
+            return {k: self._values(v, on_device) for k, v in value.items()}
+        if _isinstance(value, tuple):
+            return [self._values(v, on_device) for v in value]
+        return value
+
+    def call(self, call: Call) -> Outcome:
         try:
-            exec(compile(code, f"<setup cell {index}>", "exec"), namespace)
-        except BaseException as e:  # the course's own cell failing is a grader fault, said plainly
-            return namespace, {"setup_error": _error(e)["error"]}
-    loaded = {}
-    for unit, code in program["units"].items():
-        try:
-            exec(compile(code, f"<{unit} cell>", "exec"), namespace)
-            loaded[unit] = None
-        except BaseException as e:  # SystemExit and KeyboardInterrupt from student code too
-            loaded[unit] = _error(e)["error"]
-    return namespace, {"loaded": loaded}
+            if call.seed is not None:
+                torch.manual_seed(call.seed)
+                random.seed(call.seed)
+                np.random.seed(call.seed)
+            args = [self._values(a, call.on_device) for a in call.args]
+            for i in call.requires_grad:
+                args[i] = _DETACH(args[i]).requires_grad_(True)
+            kwargs = self._values(call.kwargs, call.on_device)
+            target = self._build(call.target, call.on_device) if _isinstance(call.target, Build) \
+                else self._lookup(call.target)
+            with torch.set_grad_enabled(call.grad):
+                value = target(*args, **kwargs)
+            if call.backward is not None:
+                (value * call.backward.to(value.device)).sum().backward()
+            grads = {f"args[{i}]": args[i].grad for i in call.requires_grad}
+            for key, obj in (("target", target), *((f"args[{i}]", a) for i, a in enumerate(args))):
+                if _isinstance(obj, _MODULE) and call.backward is not None:
+                    grads.update({f"{key}.{n}": p.grad for n, p in _NAMED_PARAMETERS(obj)})
+            return Outcome(value=_report(value), args=tuple(_report(a) for a in args), grads=_report(grads))
+        except BaseException as e:  # whatever the cells raise is the student's answer
+            return Outcome(error=_error(e))
 
 
-def _worker(chan: socket.socket, request: dict, probes: dict, data: dict) -> None:
-    uid = UID_BASE + os.getpid() if request["own_uid"] else None
-    problems = _confine(request["limits"], request["folder"], uid, request["hide"])
-    import torch
+def _report(value: Any) -> Any:
+    """What can travel of a value: tensors as they are now, modules as their state."""
+    if _isinstance(value, _TENSOR):
+        return _CLONE(_DETACH(value))
+    if _isinstance(value, _MODULE):
+        return ModuleState(parameters={n: _report(p) for n, p in _NAMED_PARAMETERS(value)},
+                           buffers={n: _report(b) for n, b in _NAMED_BUFFERS(value)})
+    if _isinstance(value, dict):
+        return {str(k): _report(v) for k, v in value.items()}
+    if _isinstance(value, (list, tuple)):
+        return [_report(v) for v in value]
+    if value is None or _isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"it returned a {type(value).__name__}, which is not a tensor, a number or a module")
 
-    torch.set_num_threads(request["limits"]["threads"])
-    program = channel.receive(chan)
-    if problems:  # the sandbox is not what it should be: grade nothing rather than grade unsafely
-        channel.send(chan, {"sandbox_error": "; ".join(problems)})
+
+def serve_worker(channel: socket.socket, error: str | None, data: dict[str, torch.Tensor], device: str,
+                 threads: int) -> None:
+    """A confined worker: load, then answer calls until the grader closes the channel."""
+    load = messages.expect(messages.receive(channel, (Load,)), Load)
+    if error is not None:  # the sandbox is not what it should be: run nothing
+        messages.send(channel, Loaded(errors={}, sandbox_error=error))
         return
-    namespace, status = _run_program(program)
-    channel.send(chan, status)
-    context = ProbeContext(namespace, data, request["device"])
+    torch.set_num_threads(threads)
+    for name in [n for n in sys.modules if n == "autograder" or n.startswith("autograder.")]:
+        del sys.modules[name]  # the grader's package is not the student's to import
+    dispatcher = Dispatcher(data, device)
+    send, receive, frame = channel.sendall, messages.receive, messages.frame
+    send(frame(dispatcher.load(load)))
     while True:
         try:
-            call = channel.receive(chan)
-        except channel.ChannelError:
+            call = receive(channel, (Call, Build, TrainingSet))
+        except messages.ChannelError:
             return
-        probe = probes.get(call.get("probe"))
+        outcome = dispatcher.call(messages.expect(call, Call))
         try:
-            if probe is None:
-                raise LookupError(f"no probe {call.get('probe')!r}")
-            reply = {"value": probe(context, **call.get("args", {}))}
-            data_reply = channel.encode(reply)  # a value that cannot travel is the probe's error
-        except BaseException as e:
-            data_reply = channel.encode(_error(e))
-        chan.sendall(len(data_reply).to_bytes(8, "big") + data_reply)
+            payload = frame(outcome)
+        except (TypeError, ValueError) as e:  # a value that cannot travel is the student's error
+            payload = frame(Outcome(error=f"the result cannot be sent to the grader: {e}"))
+        send(payload)
 
+
+# ---- the server ------------------------------------------------------------------------------
 
 def _warm_up() -> None:
-    """Import now what student code and probes load lazily: every worker inherits it, and an
-    unprivileged worker may not be able to read the Python installation (e.g. under /root)."""
+    """Import now what student code commonly loads, so that every worker inherits it."""
     import importlib
 
     for name in ("collections", "copy", "dataclasses", "functools", "itertools", "math", "numbers", "operator",
-                 "random", "re", "statistics", "string", "time", "typing", "numpy", "numpy.random",
-                 "torch.nn.init", "torch.utils.data", "torch.distributions", "torch.autograd.functional",
-                 "torch.func", "torch.testing", "torch.special"):
+                 "random", "re", "statistics", "string", "time", "typing", "numpy.random", "torch.nn.init",
+                 "torch.utils.data", "torch.distributions", "torch.autograd.functional", "torch.func",
+                 "torch.testing", "torch.special", "tqdm", "tqdm.auto", "matplotlib", "matplotlib.pyplot"):
         importlib.import_module(name)
-    import torch
     import torch.nn.functional as F
 
     net = torch.nn.Linear(4, 3)
@@ -169,49 +182,82 @@ def _warm_up() -> None:
     torch.optim.Adam(net.parameters()).step()
 
 
-def serve(course_root: Path, control: socket.socket) -> None:
-    import torch
-
-    torch.set_num_threads(1)  # no OpenMP pool in the parent: forked children build their own
+def _load(start: messages.Start) -> tuple[dict[str, torch.Tensor], confine.Settings]:
     from .course import Course
 
-    course = Course(course_root)
-    utils = course.helpers()
-    images, labels = utils.load("fashion-mnist", "train")
-    data = {"train_data": images, "train_label": labels}
-    probes = load_probes(course.checks)
+    course = Course(Path(start.course))
+    helpers = course.helpers()
+    images, labels = helpers.load(course.dataset, course.train_split)
+    # The provided cells may load the withheld split by name; in a worker that name gives
+    # training pictures: the real ones stay with the grader.
+    helpers.preload(course.dataset, course.train_split, images, labels)
+    helpers.preload(course.dataset, course.withheld_split, images[-10000:], labels[-10000:])
     _warm_up()
+    level = confine.Level(start.level, start.userns, start.landlock)
+    scratch = None
+    if level.name != "namespaces":
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="autograder-workers-")
+        os.chmod(scratch, 0o711)
+    hidden = [*start.protected, str(Path(__file__).resolve().parent)]
+    plan = confine.allow_list(confine.python_paths(), hidden, cuda=start.device == "cuda")
+    return {"images": images, "labels": labels}, confine.Settings(
+        level, plan, start.file_bytes, start.cpu_seconds, start.processes, start.scratch_bytes, start.threads, scratch)
+
+
+def _start_janitor(settings: confine.Settings) -> int | None:
+    """At "uid" and "none", a child that cleans up after every worker once the server is gone."""
+    if settings.level.name == "namespaces":
+        return None  # a worker's processes die with its PID namespace
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.close(write)
+        try:
+            reap.janitor(read)
+            reap.remove_tree(settings.scratch_parent)
+        finally:
+            os._exit(0)
+    os.close(read)
+    return write
+
+
+def serve(control: socket.socket) -> None:
+    torch.set_num_threads(1)  # no OpenMP pool in the parent: forked children build their own
+    start = messages.expect(messages.decode(control.recv(1 << 20), (messages.Start,)), messages.Start)
+    try:
+        data, settings = _load(start)
+    except Exception as e:  # a missing dataset or course: the grader says so
+        control.send(messages.encode(messages.Ready(error=f"{type(e).__name__}: {e}")))
+        return
+    started_in = os.getcwd()
+    os.chdir("/")
+    os.rmdir(started_in)  # the empty folder the grader started it in
+    janitor = _start_janitor(settings)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    control.send(channel.encode({"ready": True}))
+    control.send(messages.encode(messages.Ready()))
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
+            packet, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
         except OSError:
             return
-        if not message:
+        if not packet:
             return
-        request = channel.decode(message)
-        pid = os.fork()
-        if pid == 0:
-            status = 0
-            try:
-                control.close()
-                chan = socket.socket(fileno=fds[0])
-                os.dup2(fds[1], 1)
-                os.dup2(fds[1], 2)
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.closerange(3, fds[0])
-                os.closerange(fds[0] + 1, 1 << 16)
-                _worker(chan, request, probes, data)
-            except BaseException:
-                status = 1
-            finally:
-                os._exit(status)
+        messages.expect(messages.decode(packet, (messages.Spawn,)), messages.Spawn)
+        channel, output = fds
+
+        def run(error: str | None) -> None:
+            serve_worker(socket.socket(fileno=channel), error, data, start.device, settings.threads)
+
+        keep = (channel, output)
+        pid, uid = confine.fork_worker(settings, run, keep=keep, output=output)
+        folder = confine.worker_folder(settings, pid)
+        if janitor is not None:
+            os.write(janitor, f"{settings.level.name} {pid} {uid if uid is not None else '-'} {folder}\n".encode())
         for fd in fds:
             os.close(fd)
-        control.send(channel.encode({"pid": pid}))
+        control.send(messages.encode(messages.Spawned(pid=pid, uid=uid, folder=folder)))
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), socket.socket(fileno=int(sys.argv[2])))
+    serve(socket.socket(fileno=int(sys.argv[1])))

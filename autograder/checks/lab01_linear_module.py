@@ -4,102 +4,144 @@ Each row of W is a template; the layer scores an input against every template at
 """
 import pytest
 import torch
-import torch.nn as nn
 
-from autograder.judge import close, library_names
-from autograder.probes import forbid, probe
+from autograder.assertions import assert_close, assert_rules, assert_tensor
+from autograder.messages import Build, ModuleState
 
-LIBRARY_LAYERS = {"Linear", "linear", "addmm", "LazyLinear", "Bilinear"}
-
-
-@probe
-def parameters(ctx, n_in, n_out, bias):
-    layer = ctx.unit("Linear")(n_in, n_out, bias=bias)
-    return {"is_module": isinstance(layer, nn.Module),
-            "named": {name: list(p.shape) for name, p in layer.named_parameters()},
-            "weight_is_parameter": isinstance(getattr(layer, "weight", None), nn.Parameter),
-            "bias_is_none": getattr(layer, "bias", "missing") is None}
+LIBRARY_LAYERS = {"Linear", "linear", "addmm", "addmv", "LazyLinear", "Bilinear", "bilinear", "baddbmm"}
 
 
-@probe
-def forward(ctx, W, b, x, plain=False):
-    layer = ctx.unit("Linear")(W.shape[1], W.shape[0], bias=b is not None)
-    with torch.no_grad():
-        layer.weight.copy_(W)
-        if b is not None:
-            layer.bias.copy_(b)
-    if not plain:
-        return layer(x)
-    # No library layer may do the work: they all refuse while forward runs.
-    F = torch.nn.functional
-    with forbid((F, "linear"), (torch, "addmm"), (torch.Tensor, "addmm"), (nn.Linear, "forward"),
-                (torch._C._nn, "linear")):
-        return layer(x)
+def parameters(submission, *args, **kwargs) -> dict:
+    """{name: shape} of the parameters Linear(*args, **kwargs) registers."""
+    built = submission.call("Linear", *args, what=f"Linear{args}", **kwargs).value
+    assert isinstance(built, ModuleState), "Linear(...) should make an nn.Module (class Linear(nn.Module))"
+    return {name: list(p.shape) for name, p in built.parameters.items()}
 
 
-@probe
-def gradients(ctx, W, b, x, g):
-    layer = ctx.unit("Linear")(W.shape[1], W.shape[0])
-    with torch.no_grad():
-        layer.weight.copy_(W)
-        layer.bias.copy_(b)
-    (layer(x) * g).sum().backward()
-    return {"weight": layer.weight.grad, "bias": layer.bias.grad}
+def layer(W, b=None) -> Build:
+    """Linear(in, out, bias=b is not None) holding the weights W and b."""
+    state = {"weight": W} if b is None else {"weight": W, "bias": b}
+    return Build("Linear", (W.shape[1], W.shape[0]), {"bias": b is not None}, state)
 
 
-@pytest.mark.points(3)
-def test_Linear_parameters(submission):
-    """weight [out, in] and bias [out] are registered nn.Parameters"""
-    found = submission.run(parameters, n_in=4, n_out=3, bias=True)
-    assert found["is_module"], "Linear should be a subclass of nn.Module"
-    assert found["weight_is_parameter"], "self.weight should be an nn.Parameter"
-    assert found["named"] == {"weight": [3, 4], "bias": [3]}, \
-        f"Linear(4, 3) should register weight [3, 4] and bias [3]; it registers {found['named']}"
+@pytest.mark.points(2)
+@pytest.mark.cell("test_Linear_shapes")
+def test_Linear_registers_weight_and_bias(submission):
+    """weight [out, in] and bias [out] are registered nn.Parameters; outputs have the right shapes"""
+    found = parameters(submission, 5, 3)
+    assert found == {"weight": [3, 5], "bias": [3]}, (
+        f"Linear(5, 3) should register the parameters weight [3, 5] and bias [3] (wrap them in nn.Parameter); "
+        f"it registers {found}")
+    W, b = torch.randn(3, 5), torch.randn(3)
+    assert_tensor(submission.call(layer(W, b), torch.rand(5)).value, "Linear(5, 3) on a vector [5]", [3])
+    assert_tensor(submission.call(layer(W, b), torch.rand(4, 5)).value, "Linear(5, 3) on a batch [4, 5]", [4, 3])
 
 
-@pytest.mark.points(3)
-def test_Linear_batch_values(submission):
-    """forward on a batch [N, in] gives x @ W.T + b"""
+@pytest.mark.points(1)
+@pytest.mark.cell("test_Linear_shapes")
+def test_Linear_initialisation_follows_the_bound(submission):
+    """initial weight and bias are uniform between -1/sqrt(in_features) and 1/sqrt(in_features)"""
+    built = submission.call("Linear", 100, 50, seed=0, what="Linear(100, 50)").value
+    assert isinstance(built, ModuleState), "Linear(...) should make an nn.Module"
+    bound = 1 / 100 ** 0.5
+    for name, size in (("weight", [50, 100]), ("bias", [50])):
+        p = assert_tensor(built.parameters.get(name), f"the initial {name}", size).float()
+        assert p.abs().max() <= bound + 1e-6, (
+            f"the initial {name} of Linear(100, 50) reaches {p.abs().max():.3g}, beyond 1/sqrt(in_features) = 0.1: "
+            "initialise with torch.empty(...).uniform_(-bound, bound), bound = 1 / sqrt(in_features)")
+        assert p.abs().max() > 0.5 * bound and p.std() > 0.3 * bound, (
+            f"the initial {name} of Linear(100, 50) stays within {p.abs().max():.3g}: it should spread uniformly "
+            "over [-0.1, 0.1] (uniform_(-bound, bound) with bound = 1 / sqrt(in_features))")
+
+
+@pytest.mark.points(1)
+@pytest.mark.cell("test_Linear_shapes")
+@pytest.mark.hidden
+def test_Linear_shapes_for_any_size(submission):
+    """parameters and outputs for other sizes"""
+    for n_in, n_out, n in ((1, 1, 1), (784, 10, 7), (3, 17, 2)):
+        assert parameters(submission, n_in, n_out) == {"weight": [n_out, n_in], "bias": [n_out]}, \
+            f"Linear({n_in}, {n_out}) registers the wrong parameters"
+        W, b = torch.randn(n_out, n_in), torch.randn(n_out)
+        assert_tensor(submission.call(layer(W, b), torch.rand(n, n_in)).value, f"the output for [{n}, {n_in}]", [n, n_out])
+        assert_tensor(submission.call(layer(W, b), torch.rand(n_in)).value, f"the output for [{n_in}]", [n_out])
+
+
+@pytest.mark.points(2)
+@pytest.mark.cell("test_Linear_values")
+def test_Linear_values_on_a_vector(submission):
+    """W = [[1, -2, 0.5], [0, 3, -1]], b = [0.5, -1], x = [2, 1, 4] gives [2.5, -2]"""
+    W, b = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]]), torch.tensor([0.5, -1.0])
+    x = torch.tensor([2.0, 1.0, 4.0])
+    assert_close(submission.call(layer(W, b), x, what="Linear(3, 2) on x").value, torch.tensor([2.5, -2.0]),
+                 "Linear(3, 2) on x = [2, 1, 4]", idea="Each output is a row of W dotted with x, plus its bias.")
+
+
+@pytest.mark.points(1)
+@pytest.mark.cell("test_Linear_values")
+def test_Linear_values_on_a_batch(submission):
+    """on a batch [N, in], row n of the output is x_n @ W.T + b"""
     torch.manual_seed(1)
-    W, b, x = torch.randn(3, 5), torch.randn(3), torch.randn(7, 5)
-    close(submission.run(forward, W=W, b=b, x=x), x @ W.T + b, "Linear(5, 3) on a batch of 7")
+    W, b, X = torch.randn(3, 5), torch.randn(3), torch.randn(7, 5)
+    assert_close(submission.call(layer(W, b), X, what="Linear(5, 3) on a batch").value, X @ W.T + b,
+                 "Linear(5, 3) on a batch of 7", idea="x @ self.weight.T + self.bias works for a batch too.")
 
 
-@pytest.mark.points(2)
-def test_Linear_single_vector(submission):
-    """forward on one vector [in] gives a vector [out]"""
-    W, b, x = torch.tensor([[1., 2.], [3., 4.], [5., 6.]]), torch.tensor([1., -1., 0.5]), torch.tensor([1., 1.])
-    close(submission.run(forward, W=W, b=b, x=x), x @ W.T + b, "Linear(2, 3) on x=[1, 1]")
+@pytest.mark.points(1)
+@pytest.mark.cell("test_Linear_values")
+@pytest.mark.hidden
+def test_Linear_random_values(submission):
+    """random weights, sizes, vectors and batches"""
+    torch.manual_seed(3)
+    for n_in, n_out, n in ((7, 4, 5), (784, 10, 3), (1, 6, 2)):
+        W, b, X = torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(n, n_in)
+        assert_close(submission.call(layer(W, b), X).value, X @ W.T + b, f"Linear({n_in}, {n_out}) on a batch",
+                     reveal=False)
+        assert_close(submission.call(layer(W, b), X[0]).value, X[0] @ W.T + b, f"Linear({n_in}, {n_out}) on a vector",
+                     reveal=False)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(3)
+@pytest.mark.cell("test_Linear_no_bias")
 def test_Linear_without_bias(submission):
-    """bias=False leaves bias None; weights [[1,2],[3,4],[5,6]] map [1,1] to [3,7,11]"""
-    found = submission.run(parameters, n_in=2, n_out=3, bias=False)
-    assert found["bias_is_none"], "with bias=False, self.bias should be None"
-    assert found["named"] == {"weight": [3, 2]}, f"with bias=False only weight [3, 2] should be registered, not {found['named']}"
-    W = torch.tensor([[1., 2.], [3., 4.], [5., 6.]])
-    close(submission.run(forward, W=W, b=None, x=torch.ones(2)), torch.tensor([3., 7., 11.]),
-          "the bias-free layer on x=[1, 1]")
+    """bias=False registers only the weight; weights [[1,2],[3,4],[5,6]] map [1,1] to [3,7,11]"""
+    found = parameters(submission, 2, 3, bias=False)
+    assert found == {"weight": [3, 2]}, (f"with bias=False only weight [3, 2] should be registered, not {found}: "
+                                         "self.register_parameter('bias', None)")
+    W = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    assert_close(submission.call(layer(W), torch.ones(2), what="the bias-free Linear(2, 3)").value,
+                 torch.tensor([3.0, 7.0, 11.0]), "the bias-free layer on x = [1, 1]",
+                 idea="Without a bias the output is x @ W.T alone.")
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
+@pytest.mark.cell("test_Linear_no_bias")
+@pytest.mark.hidden
+def test_Linear_bias_is_the_default(submission):
+    """bias=True is the default; bias=False on a batch"""
+    assert parameters(submission, 2, 3) == {"weight": [3, 2], "bias": [3]}, "bias=True should be the default"
+    assert parameters(submission, 2, 3, True) == {"weight": [3, 2], "bias": [3]}, "Linear(2, 3, True) should have a bias"
+    torch.manual_seed(4)
+    W, X = torch.randn(2, 4), torch.randn(6, 4)
+    assert_close(submission.call(layer(W), X).value, X @ W.T, "the bias-free layer on a batch", reveal=False)
+
+
+@pytest.mark.points(1)
+@pytest.mark.cell("test_Linear_gradients")
 def test_Linear_gradients(submission):
     """gradients flow to weight and bias"""
     torch.manual_seed(2)
     W, b, x, g = torch.randn(4, 6), torch.randn(4), torch.randn(5, 6), torch.randn(5, 4)
-    grads = submission.run(gradients, W=W, b=b, x=x, g=g)
-    close(grads["weight"], g.T @ x, "the gradient of the weight")
-    close(grads["bias"], g.sum(0), "the gradient of the bias")
+    grads = submission.call(layer(W, b), x, backward=g, what="Linear(6, 4) and backward").grads
+    assert_close(grads.get("target.weight"), g.T @ x, "the gradient of the weight",
+                 idea="Build the output from self.weight with tensor operations, without .data or .detach().")
+    assert_close(grads.get("target.bias"), g.sum(0), "the gradient of the bias")
 
 
-@pytest.mark.points(3)
+@pytest.mark.points(2)
+@pytest.mark.cell("test_Linear_gradients")
 @pytest.mark.hidden
 def test_Linear_written_from_tensor_operations(submission):
     """no nn.Linear, F.linear or addmm does the work"""
-    used = sorted(library_names(submission.tree()) & LIBRARY_LAYERS)
-    assert not used, f"Linear must be written from tensor operations, but it uses {', '.join(used)}"
-    torch.manual_seed(3)
-    W, b, x = torch.randn(6, 9), torch.randn(6), torch.randn(4, 9)
-    close(submission.run(forward, W=W, b=b, x=x, plain=True), x @ W.T + b,
-          "Linear with the library's linear layers switched off", reveal=False)
+    assert_rules(submission.facts, "Linear", LIBRARY_LAYERS,
+                 "Compute x @ self.weight.T + self.bias with tensor operations.")

@@ -3,69 +3,111 @@
 One linear layer scores the input against each class template; softmax turns scores into
 probabilities.
 """
+import ast
+
 import pytest
 import torch
-import torch.nn as nn
 
-from autograder.judge import close, tensor
-from autograder.probes import probe
-
-
-@probe
-def structure(ctx, n_in, n_out):
-    net = ctx.unit("one_layer_net")(n_in, n_out)
-    layer = getattr(net, "mylayer", None)
-    return {"is_module": isinstance(net, nn.Module),
-            "children": {name: type(m).__name__ for name, m in net.named_children()},
-            "mylayer_is_linear": type(layer) is nn.Linear,
-            "features": [getattr(layer, "in_features", None), getattr(layer, "out_features", None)],
-            "has_bias": getattr(layer, "bias", None) is not None}
+from autograder.assertions import assert_close, assert_rules, assert_tensor
+from autograder.messages import Build, ModuleState
 
 
-@probe
-def forward(ctx, W, b, x):
-    net = ctx.unit("one_layer_net")(W.shape[1], W.shape[0])
-    with torch.no_grad():
-        net.mylayer.weight.copy_(W)
-        net.mylayer.bias.copy_(b)
-    return net(x)
+def net(W, b) -> Build:
+    """one_layer_net(in, out) holding W and b in mylayer."""
+    return Build("one_layer_net", (W.shape[1], W.shape[0]), state={"mylayer.weight": W, "mylayer.bias": b})
 
 
-@pytest.mark.points(4)
-def test_one_layer_net_has_one_layer_called_mylayer(submission):
-    """exactly one layer, self.mylayer = nn.Linear(input_size, output_size, bias=True)"""
-    found = submission.run(structure, n_in=5, n_out=3)
-    assert found["is_module"], "one_layer_net should be a subclass of nn.Module"
-    assert found["mylayer_is_linear"], "self.mylayer should be an nn.Linear"
-    assert list(found["children"]) == ["mylayer"], \
-        f"the net should have exactly one layer, mylayer; it has {found['children']}"
-    assert found["features"] == [5, 3], f"one_layer_net(5, 3).mylayer should map 5 inputs to 3, not {found['features']}"
-    assert found["has_bias"], "mylayer should have a bias (bias=True)"
+def parameters(submission, n_in, n_out) -> dict:
+    built = submission.call("one_layer_net", n_in, n_out, what=f"one_layer_net({n_in}, {n_out})").value
+    assert isinstance(built, ModuleState), "one_layer_net(...) should make an nn.Module (class one_layer_net(nn.Module))"
+    return {name: list(p.shape) for name, p in built.parameters.items()}
+
+
+def layers_assigned(source: str) -> dict[str, str]:
+    """self.<name> = <call> in one_layer_net's methods, as {name: the called thing}."""
+    found = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and node.name == "one_layer_net":
+            for item in ast.walk(node):
+                if isinstance(item, ast.Assign) and isinstance(item.value, ast.Call):
+                    for target in item.targets:
+                        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                                and target.value.id == "self":
+                            found[target.attr] = ast.unparse(item.value.func)
+    return found
+
+
+@pytest.mark.points(2)
+@pytest.mark.cell("test_one_layer_net_structure")
+def test_one_layer_net_holds_mylayer_only(submission):
+    """its parameters are mylayer.weight [output_size, input_size] and mylayer.bias [output_size], nothing else"""
+    found = parameters(submission, 784, 10)
+    assert found == {"mylayer.weight": [10, 784], "mylayer.bias": [10]}, (
+        f"one_layer_net(784, 10) should hold exactly one layer, self.mylayer = nn.Linear(784, 10, bias=True): "
+        f"parameters mylayer.weight [10, 784] and mylayer.bias [10]; it holds {found}")
+
+
+@pytest.mark.points(2)
+@pytest.mark.cell("test_one_layer_net_structure")
+def test_one_layer_net_mylayer_is_an_nn_Linear(submission):
+    """self.mylayer = nn.Linear(input_size, output_size, bias=True) is its one layer"""
+    assert_rules(submission.facts, "one_layer_net")
+    layers = layers_assigned(submission.source)
+    assert layers.get("mylayer") in ("nn.Linear", "torch.nn.Linear", "Linear"), \
+        f"__init__ should set self.mylayer = nn.Linear(input_size, output_size, bias=True); found {layers or 'none'}"
+
+
+@pytest.mark.points(1)
+@pytest.mark.cell("test_one_layer_net_structure")
+@pytest.mark.hidden
+def test_one_layer_net_parameters_for_any_size(submission):
+    """parameters for other sizes"""
+    for n_in, n_out in ((3, 5), (1, 2), (20, 7)):
+        assert parameters(submission, n_in, n_out) == {"mylayer.weight": [n_out, n_in], "mylayer.bias": [n_out]}, \
+            f"one_layer_net({n_in}, {n_out}) holds the wrong parameters"
 
 
 @pytest.mark.points(3)
+@pytest.mark.cell("test_one_layer_net_example")
 def test_one_layer_net_lecture_example(submission):
-    """W=[[1,2],[3,4]], b=[1,1], x=[1,1] gives about [0.018, 0.982]"""
-    W, b, x = torch.tensor([[1., 2.], [3., 4.]]), torch.ones(2), torch.ones(2)
-    close(submission.run(forward, W=W, b=b, x=x), torch.softmax(x @ W.T + b, -1), "the net on x=[1, 1]")
+    """W = [[1, 2], [3, 4]], b = [1, 1], x = [1, 1] gives about [0.018, 0.982]"""
+    W, b, x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.ones(2), torch.ones(2)
+    p = submission.call(net(W, b), x, what="the net on x = [1, 1]").value
+    assert_close(p, torch.softmax(x @ W.T + b, -1), "the net on x = [1, 1]", atol=1e-4,
+                 idea="The scores W x + b = [4, 8] go through softmax along the last dimension.")
 
 
-@pytest.mark.points(4)
+@pytest.mark.points(2)
+@pytest.mark.cell("test_one_layer_net_example")
+@pytest.mark.hidden
+def test_one_layer_net_example_on_a_batch(submission):
+    """the same net on a batch of three inputs"""
+    W, b = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.ones(2)
+    X = torch.tensor([[1.0, 1.0], [0.0, 0.0], [-1.0, 2.0]])
+    assert_close(submission.call(net(W, b), X).value, torch.softmax(X @ W.T + b, -1), "the net on a batch of 3",
+                 atol=1e-4, reveal=False)
+
+
+@pytest.mark.points(3)
+@pytest.mark.cell("test_one_layer_net_batch")
 def test_one_layer_net_batch(submission):
-    """a batch [N, input_size] gives one probability row per input"""
+    """a batch [N, input_size] gives one row of probabilities per input"""
     torch.manual_seed(1)
-    W, b, x = torch.randn(4, 6), torch.randn(4), torch.randn(8, 6)
-    p = tensor(submission.run(forward, W=W, b=b, x=x), "the net on a batch of 8", [8, 4])
-    close(p.sum(1), torch.ones(8), "the sum of each row of probabilities")
-    close(p, torch.softmax(x @ W.T + b, -1), "the probabilities of a batch")
+    W, b, X = torch.randn(10, 784) * 0.05, torch.randn(10), torch.rand(7, 784)
+    p = assert_tensor(submission.call(net(W, b), X, what="the net on a batch [7, 784]").value,
+                      "the net on a batch [7, 784]", [7, 10])
+    assert_close(p.sum(1), torch.ones(7), "the sum of each row of probabilities",
+                 idea="Softmax along the last dimension (dim=-1) makes each row sum to one.")
+    assert_close(p, torch.softmax(X @ W.T + b, -1), "the probabilities of a batch")
 
 
-@pytest.mark.points(4)
+@pytest.mark.points(2)
+@pytest.mark.cell("test_one_layer_net_batch")
 @pytest.mark.hidden
 def test_one_layer_net_random_weights_and_negative_scores(submission):
     """random weights, large negative scores, single vectors and batches"""
     torch.manual_seed(2)
     W, b = torch.randn(10, 20) * 4, torch.randn(10) - 20
     for x in (torch.randn(20), torch.randn(3, 20) * 3):
-        close(submission.run(forward, W=W, b=b, x=x), torch.softmax(x @ W.T + b, -1),
-              f"the probabilities for an input of shape {list(x.shape)}", reveal=False)
+        assert_close(submission.call(net(W, b), x).value, torch.softmax(x @ W.T + b, -1),
+                     f"the probabilities for an input of shape {list(x.shape)}", reveal=False)

@@ -5,44 +5,73 @@ look like the classes they vote for.
 """
 import pytest
 
-from autograder import training
+import trainers
 
 # Calibrated with scripts/calibrate.py over 20 seeds; see docs/calibration.md.
 ACCURACY_THRESHOLD = 0.59
 
 
-@pytest.mark.points(3)
+@pytest.mark.points(2)
+@pytest.mark.cell("test_train_online_calls")
 def test_train_online_one_picture_per_step(submission):
-    """each of the n_iter steps feeds the net ONE picture, as a [1, 784] batch"""
-    training.check_batches(submission, "train_online", 1, {"lr": 0.01, "n_iter": 13})
+    """each of the n_iter steps learns from ONE picture, with one SGD step of size lr"""
+    trainers.check_steps(submission, "train_online", lr=0.05, batch=1, steps=10)
 
 
-@pytest.mark.points(2)
-def test_train_online_lr_zero_changes_nothing(submission):
-    """with lr=0 the templates stay as they were"""
-    training.check_lr_zero(submission, "train_online", {"n_iter": 5})
+@pytest.mark.points(1)
+@pytest.mark.cell("test_train_online_calls")
+def test_train_online_draws_random_pictures_from_the_whole_set(submission):
+    """pictures are drawn at random from all N, the last one included"""
+    trainers.check_sampling(submission, "train_online", batch=1)
 
 
-@pytest.mark.points(3)
-def test_train_online_one_step_is_the_lecture_rule(submission):
-    """one step on one picture: W + lr (onehot - p) x^T, for the lr it is given"""
-    training.check_one_step(submission, "train_online", 1, {"lr": 0.3})
-
-
-@pytest.mark.points(2)
+@pytest.mark.points(1)
+@pytest.mark.cell("test_train_online_calls")
 @pytest.mark.hidden
 def test_train_online_keeps_pictures_and_labels_aligned(submission):
     """each picture is learned with its own label, from [N, 784] input too"""
-    training.check_aligned(submission, "train_online", {"lr": 0.5, "n_iter": 200})
-
-
-@pytest.mark.points(3)
-def test_train_online_recipe_reaches_the_accuracy(submission, fashion_mnist_test):
-    """the lab's recipe (lr 0.01, 5000 steps) trains template_net to the expected test accuracy"""
-    training.check_recipe(submission, "train_online", fashion_mnist_test, ACCURACY_THRESHOLD)
+    trainers.check_aligned(submission, "train_online", lr=0.5, n_iter=200)
 
 
 @pytest.mark.points(2)
-def test_train_online_trains_your_one_layer_net(submission, fashion_mnist_test):
-    """the recipe also trains your one_layer_net(784, 10) from lab 03 to the expected accuracy"""
-    training.check_recipe(submission, "train_online", fashion_mnist_test, ACCURACY_THRESHOLD, own_net=True)
+@pytest.mark.cell("test_train_online_lr")
+def test_train_online_uses_the_lr_it_is_given(submission):
+    """lr=0 changes nothing; lr=0.02 takes a step of 0.02"""
+    trainers.check_lr(submission, "train_online", (0.0, 0.02), copies=1)
+
+
+@pytest.mark.points(1)
+@pytest.mark.cell("test_train_online_lr")
+@pytest.mark.hidden
+def test_train_online_large_learning_rates(submission):
+    """steps of lr 0.5 and 1.5"""
+    trainers.check_lr(submission, "train_online", (0.5, 1.5), copies=1, reveal=False)
+
+
+@pytest.mark.points(3)
+@pytest.mark.cell("test_train_online_one_step")
+def test_train_online_one_step_is_the_lecture_rule(submission):
+    """one step on one picture: W + lr (onehot - p) x^T"""
+    trainers.check_exact_steps(submission, "train_online", (1,), copies=1)
+
+
+@pytest.mark.points(2)
+@pytest.mark.cell("test_train_online_one_step")
+@pytest.mark.hidden
+def test_train_online_two_and_three_steps_are_exact(submission):
+    """two and three steps, from [N, 784] input: no momentum, gradients zeroed every step"""
+    trainers.check_exact_steps(submission, "train_online", (2, 3), copies=1, flat=True, reveal=False)
+
+
+@pytest.mark.points(2)
+@pytest.mark.cell("test_train_online_accuracy")
+def test_train_online_recipe_reaches_the_accuracy(submission, test_set):
+    """the lab's recipe (lr 0.01, 5000 steps) trains template_net to the expected test accuracy"""
+    trainers.check_recipe(submission, "train_online", test_set, ACCURACY_THRESHOLD)
+
+
+@pytest.mark.points(1)
+@pytest.mark.cell("test_train_online_accuracy")
+def test_train_online_trains_your_one_layer_net(submission, test_set):
+    """the recipe also trains your one_layer_net(784, 10) from lab 03, if it passed lab 03's checks"""
+    trainers.check_recipe(submission, "train_online", test_set, ACCURACY_THRESHOLD, own_net=True)

@@ -1,0 +1,341 @@
+"""The pytest plugin that runs a course's check modules against submissions.
+
+A check is a pytest test in `<checks>/<lab>.py` named `test_<unit>_<what>`, whose docstring
+says what it checks, with markers for its points, its visibility and the notebook test cell it
+stands for:
+
+    @pytest.mark.points(2)
+    @pytest.mark.cell("test_softmax_stable")
+    @pytest.mark.hidden            # results.json: after_published, message only
+    def test_softmax_is_stable(submission): ...
+
+It asks for what it needs (`submission`, a handle on the student's unit in a sandboxed worker,
+`device`, and the course's own fixtures from its conftest.py) and the harness supplies it.
+Outcomes come from pytest's own reports, artifacts ride on them (user_properties), and each
+student's lab is recorded into the gradebook in one transaction when it is done. Nothing is
+rendered here: reports.py does that from the gradebook.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from . import rules
+from .course import Course
+from .gradebook import Gradebook
+from .messages import Build, Call, Load, Outcome, TrainingSet
+from .confine import Level
+from .sandbox import Limits, Server, Worker, WorkerFailure
+
+GRADING = "autograder-grading"
+WORKER_TEXT = 2000  # characters of worker-made text a check's message may carry
+LOAD = "load"  # the reference-cost key of loading a lab's cells
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("autograder")
+    group.addoption("--autograder-spec-fd", type=int, help="file descriptor to read the run's JSON spec from")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "points(n): what the check is worth")
+    config.addinivalue_line("markers", "hidden: a check the student sees only after grades are published")
+    config.addinivalue_line("markers", "cell(grade_id): the notebook test cell the check stands for")
+    fd = config.getoption("--autograder-spec-fd")
+    if fd is not None:
+        with os.fdopen(fd) as f:
+            spec = json.load(f)
+        config.pluginmanager.register(Grading(spec), GRADING)
+
+
+def _grading(request) -> "Grading":
+    return request.config.pluginmanager.get_plugin(GRADING)
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """Where trainers and accuracy checks run: cpu or cuda."""
+    return _grading(request).device_name
+
+
+@pytest.fixture(scope="session")
+def course(request) -> Course:
+    return Course(Path(_grading(request).spec["course"]))
+
+
+@pytest.fixture(scope="module")
+def lab_run(request, student):
+    """One student's lab, for all the checks of its module; recorded when they are done."""
+    grading = _grading(request)
+    lab = Path(request.module.__file__).stem
+    code = grading.spec["students"][student]["labs"].get(lab) or {"problem": f"no notebook for {lab}",
+                                                                   "setup": [], "units": {}}
+    run = LabRun(grading.server, lab, code, grading.costs.get(lab, {}), grading.limits)
+    grading.pending[(student, lab)] = {"checks": [], "artifacts": []}
+    yield run
+    try:
+        summary = run.close()
+    except Exception as e:  # tearing a worker down must never lose the student's row
+        summary = {"problem": None, "stopped": f"could not be cleaned up ({type(e).__name__}: {e})", "output": ""}
+    if not run.faulted:
+        grading.record(student, lab, run, summary)
+
+
+@pytest.fixture
+def submission(request, lab_run) -> "UnitUnderTest":
+    """The student's unit this check is about (`test_<unit>_...`), in its sandboxed worker."""
+    grading = _grading(request)
+    student = request.node.callspec.params["student"]
+    unit = unit_of(request.node.originalname, grading.spec["units"][lab_run.lab])
+    if lab_run.problem:
+        pytest.fail(lab_run.problem, pytrace=False)
+    return UnitUnderTest(grading, request.node, lab_run, student, unit,
+                         request.node.get_closest_marker("hidden") is not None)
+
+
+def unit_of(test_name: str, units) -> str | None:
+    """The unit a check belongs to: the longest unit name that `test_<unit>_` starts with."""
+    matches = [u for u in units if test_name.startswith(f"test_{u}_")]
+    return max(matches, key=len) if matches else None
+
+
+def check_label(item) -> str:
+    doc = (item.function.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else item.originalname.removeprefix("test_").replace("_", " ")
+
+
+def _lab_of(item) -> str:
+    return Path(item.module.__file__).stem
+
+
+def _cap(text: str, limit: int = WORKER_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + " [... cut short]"
+
+
+class LabRun:
+    """One student's lab. Its workers are started when a check first needs them: one for the
+    visible checks and one for the hidden ones (so that nothing a hidden check sends can come back
+    in a visible check's message), one more for checks that also load another lab's unit. A
+    worker stopped by a check is started afresh for the next, so a crash costs only the checks it
+    happened in; a lab whose code cannot even load fails all its checks at once."""
+
+    MAX_STARTS = 6
+
+    def __init__(self, server: Server, lab: str, code: dict, costs: dict[str, float], limits: Limits):
+        self.server, self.lab, self.code, self.costs, self.limits = server, lab, code, costs, limits
+        self.workers: dict[tuple, tuple[Worker, dict]] = {}
+        self.problem: str | None = code.get("problem")
+        self.stops: list[str] = []
+        self.output = ""
+        self.load_cpu = 0.0
+        self.faulted = False
+        self.started = time.monotonic()
+
+    def fault(self, what: str) -> None:
+        """Our fault, not the student's: stop without recording this lab, so a rerun grades it."""
+        self.faulted = True
+        pytest.exit(f"grader fault: {what}", returncode=3)
+
+    def _retire(self, key: tuple) -> None:
+        worker, _ = self.workers.pop(key)
+        worker.close()
+        if worker.reason != "closed":
+            self.stops.append(worker.reason)
+        self.output += worker.output_text()
+
+    def worker(self, key: tuple, extra: dict[str, Any]) -> tuple[Worker, dict]:
+        """The worker for `key` (hidden or not, extra units), its cells loaded: (worker, load errors)."""
+        if key in self.workers and self.workers[key][0].reason is not None:
+            self._retire(key)
+        if key not in self.workers:
+            if len(self.stops) >= self.MAX_STARTS:
+                self.problem = f"the submission's process was stopped {len(self.stops)} times"
+            if self.problem:
+                pytest.fail(self.problem, pytrace=False)
+            try:
+                worker = self.server.worker()
+            except (OSError, RuntimeError) as e:
+                self.fault(f"{e}")
+            load = Load(setup=tuple(extra.get("setup", ())) + tuple(self.code["setup"]),
+                        units={**self.code["units"], **extra.get("units", {})})
+            try:
+                loaded = worker.exchange(load, "loading the notebook's code", *self.limits.budget(self.costs.get(LOAD)))
+                self.load_cpu = max(self.load_cpu, worker.cpu_used)
+            except WorkerFailure as e:
+                self.workers[key] = (worker, {})
+                self._retire(key)
+                self.problem = f"the notebook's code could not be loaded: {e}"
+                pytest.fail(self.problem, pytrace=False)
+            if loaded.sandbox_error:
+                self.fault(f"the worker's sandbox could not be set up ({loaded.sandbox_error})")
+            if loaded.setup_error:
+                self.problem = f"grader fault: the provided cells failed ({loaded.setup_error})"
+                pytest.fail(self.problem, pytrace=False)
+            self.workers[key] = (worker, dict(loaded.errors))
+        return self.workers[key]
+
+    def close(self) -> dict:
+        for key in list(self.workers):
+            self._retire(key)
+        stops = self.stops
+        return {"problem": self.problem, "output": self.output, "load_cpu": round(self.load_cpu, 3),
+                "stopped": (stops[-1] + (f" ({len(stops)} times)" if len(stops) > 1 else "")) if stops else None}
+
+
+class UnitUnderTest:
+    """What a check holds: the student's unit, to call in its worker and to read."""
+
+    training_images, training_labels = TrainingSet("images"), TrainingSet("labels")
+
+    def __init__(self, grading: "Grading", item, run: LabRun, student: str, unit: str, hidden: bool,
+                 extra: dict | None = None):
+        self._grading, self._item, self._run = grading, item, run
+        self.student, self.unit, self.hidden, self._extra = student, unit, hidden, extra or {}
+        self.source = run.code["units"].get(unit, "")
+        self.facts = rules.facts(self.source, rules.provided_names(tuple(run.code["setup"])))
+        self._budget = grading.limits.budget(run.costs.get(item.originalname))
+        self._started = time.monotonic()
+
+    def call(self, target: str | Build, *args: Any, what: str = "", grad: bool = True, requires_grad=(),
+             backward: torch.Tensor | None = None, on_device: bool = False, seed: int | None = None,
+             **kwargs: Any) -> Outcome:
+        """Call `target` (a name the cells define, or a Build of one) on these values in the
+        worker. A failing call fails the check, saying `what` raised what."""
+        key = (self.hidden, tuple(sorted(self._extra.get("units", {}))))
+        worker, errors = self._run.worker(key, self._extra)
+        for unit in (self.unit, *self._extra.get("units", {})):
+            if unit not in errors:
+                pytest.fail(f"{unit} was not found in the notebook (no solution cell with grade_id {unit!r} "
+                            f"and no top-level definition of {unit})", pytrace=False)
+            if errors[unit]:
+                pytest.fail(f"the cell defining {unit} raised {_cap(errors[unit])}", pytrace=False)
+        cpu, wall = self._budget
+        try:
+            outcome = worker.exchange(Call(target, args, kwargs, grad, tuple(requires_grad), backward, on_device, seed),
+                                      f"the check of {self.unit}", cpu - self._grading.cpu_spent(self._item),
+                                      wall - (time.monotonic() - self._started))
+        except WorkerFailure as e:
+            pytest.fail(_cap(str(e)), pytrace=False)
+        finally:
+            self._grading.add_cpu(self._item, worker.cpu_used)
+        if outcome.error is not None:
+            name = what or (target if isinstance(target, str) else f"{target.cls}(...)")
+            pytest.fail(f"{name} raised {_cap(outcome.error)}", pytrace=False)
+        return outcome
+
+    def passed(self, unit: str) -> bool:
+        """Whether `unit` (of another lab) passed all its checks in this run."""
+        return self._grading.unit_passed(self.student, unit)
+
+    def with_unit(self, unit: str) -> "UnitUnderTest":
+        """This unit, in a worker that also loads the student's cell of `unit` (another lab's)."""
+        for lab, code in self._grading.spec["students"][self.student]["labs"].items():
+            if unit in code["units"]:
+                extra = {"setup": code["setup"], "units": {unit: code["units"][unit]}}
+                return UnitUnderTest(self._grading, self._item, self._run, self.student, self.unit, self.hidden, extra)
+        pytest.fail(f"{unit} was not found in the submission", pytrace=False)
+
+    def keep(self, name: str, value: torch.Tensor, picture: str | None = None) -> None:
+        """Keep a tensor (e.g. learned templates) with the check's outcome, for the feedback;
+        `picture` names how the course's feedback draws it."""
+        if isinstance(value, torch.Tensor):
+            self._item.user_properties.append(("artifact", (name, picture, value.detach().cpu())))
+
+
+class Grading:
+    """One grading process: every check for its students, student by student and lab by lab,
+    each lab recorded into the gradebook as soon as it is done."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.gradebook = Gradebook(Path(spec["gradebook"]))
+        self.device_name = spec["device"]
+        self.limits = Limits(**spec["limits"])
+        self.students = sorted(spec["todo"])
+        self.labs = set(spec["labs"])
+        self.costs: dict[str, dict[str, float]] = spec.get("costs", {})
+        # Started now, so that it warms up while pytest collects the checks.
+        self.server = Server(Path(spec["course"]), Level(**spec["level"]), self.limits, self.device_name,
+                             [Path(p) for p in spec["protected"]])
+        self.pending: dict[tuple[str, str], dict] = {}
+        self._cpu: dict[str, float] = {}
+
+    # -- which checks run, in which order ------------------------------------------------------
+    def pytest_generate_tests(self, metafunc) -> None:
+        if "student" in metafunc.fixturenames:
+            metafunc.parametrize("student", self.students, ids=self.students, scope="module")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items) -> None:
+        todo = self.spec["todo"]
+        kept = [i for i in items if _lab_of(i) in todo[i.callspec.params["student"]] and
+                not (self.spec.get("public_only") and i.get_closest_marker("hidden"))]
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        order = {s: i for i, s in enumerate(self.students)}
+        position = {id(item): i for i, item in enumerate(kept)}
+        # Student by student, lab by lab, visible checks before hidden ones.
+        kept.sort(key=lambda i: (order[i.callspec.params["student"]], _lab_of(i),
+                                 i.get_closest_marker("hidden") is not None, position[id(i)]))
+        items[:] = kept
+
+    def cpu_spent(self, item) -> float:
+        return self._cpu.get(item.nodeid, 0.0)
+
+    def add_cpu(self, item, seconds: float) -> None:
+        self._cpu[item.nodeid] = self._cpu.get(item.nodeid, 0.0) + seconds
+
+    def unit_passed(self, student: str, unit: str) -> bool:
+        lab = next((lab for lab, units in self.spec["units"].items() if unit in units), None)
+        return lab in self.labs and bool(self.gradebook.unit_passed(student, unit))
+
+    # -- recording -----------------------------------------------------------------------------
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if report.when == "call" or (report.when == "setup" and report.failed):
+            lab, student = _lab_of(item), item.callspec.params["student"]
+            points, cell = item.get_closest_marker("points"), item.get_closest_marker("cell")
+            pending = self.pending[(student, lab)]
+            pending["checks"].append({
+                "unit": unit_of(item.originalname, self.spec["units"][lab]), "check": item.originalname,
+                "label": check_label(item), "cell": cell.args[0] if cell else None,
+                "points": float(points.args[0]) if points else 0.0,
+                "hidden": item.get_closest_marker("hidden") is not None, "passed": report.passed,
+                "seconds": round(call.duration, 3), "cpu_seconds": round(self.cpu_spent(item), 3),
+                "message": _message(call.excinfo) if report.failed else "",
+            })
+            pending["artifacts"] += [value for key, value in report.user_properties if key == "artifact"]
+
+    def record(self, student: str, lab: str, run: LabRun, summary: dict) -> None:
+        pending = self.pending.pop((student, lab))
+        units = run.code.get("units", {})
+        provided = rules.provided_names(tuple(run.code.get("setup", ())))
+        reviews = [f"{unit} uses {', '.join(found.escapes)}" for unit in self.spec["units"][lab]
+                   if unit in units and (found := rules.facts(units[unit], provided)).escapes]
+        summary["output"] = _cap(summary["output"], 4 * WORKER_TEXT)
+        self.gradebook.record(student, lab, self.spec["students"][student]["fingerprints"][lab],
+                              round(time.monotonic() - run.started, 2), pending["checks"], summary, reviews,
+                              pending["artifacts"], time.time())
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session) -> None:
+        self.server.close()
+        self.gradebook.close()
+
+
+def _message(excinfo) -> str:
+    if excinfo is None:
+        return ""
+    error = excinfo.value
+    if isinstance(error, AssertionError):
+        return _cap(str(error).split("\nassert ")[0].strip() or "the check failed", 3 * WORKER_TEXT)
+    if excinfo.typename == "Failed":  # pytest.fail: our own words already
+        return _cap(str(error), 3 * WORKER_TEXT)
+    return _cap(f"the grader could not judge the reply ({excinfo.typename}: {error})")
