@@ -113,11 +113,17 @@ def _split(tree: str, hidden: list[str]) -> list[str]:
     return parts
 
 
-def allow_list(python_paths: list[str], hidden: list[str], cuda: bool = False) -> Plan:
-    """The worker's view: Python's own trees and the system libraries, without `hidden` (the
-    course, the checks, the data, the output...). A path that contains a hidden one is split into
-    its other entries, so what is hidden is never under anything the worker can read."""
-    hidden = sorted({os.path.realpath(h) for h in hidden})
+def hidden_paths(protected: list[str]) -> list[str]:
+    """What no worker may read: the grader's `protected` paths and this package (the checks may
+    be installed inside it)."""
+    return sorted({os.path.realpath(p) for p in (*protected, os.path.dirname(os.path.abspath(__file__)))})
+
+
+def allow_list(python_paths: list[str], protected: list[str], cuda: bool = False) -> Plan:
+    """The worker's view: Python's own trees and the system libraries, without the hidden paths
+    (the course, the checks, the data, the output, this package). A path that contains a hidden
+    one is split into its other entries, so what is hidden is never under anything readable."""
+    hidden = hidden_paths(protected)
     links, trees = {}, set()
     for path in (*SYSTEM_TREES, *ETC_FILES, *python_paths, *(CUDA_TREES if cuda else ())):
         if not os.path.lexists(path):
@@ -343,8 +349,9 @@ class Level:
 
     def describe(self) -> str:
         if self.name == "namespaces":
+            who = ", a uid of its own per worker" if os.geteuid() == 0 else ", running as your own uid"
             return ("namespaces: mount, PID, IPC, network and UTS namespaces, a read-only allow-list root"
-                    + (", in a user namespace" if self.userns else "") + ", a uid of its own per worker")
+                    + (", in a user namespace" if self.userns else "") + who)
         if self.name == "uid":
             return ("uid: a uid of its own per worker, seccomp, "
                     + (f"Landlock (ABI {self.landlock}) allow-list" if self.landlock else

@@ -84,11 +84,13 @@ def release_notebook(source: Path) -> nbformat.NotebookNode:
 
 
 def build_release(course: Course, out: Path) -> list[Path]:
-    """Write the released course into `out` (which must not exist); returns the files written."""
+    """Write the released course into `out` (which must not exist); returns the files written.
+    Each lab folder is self-contained: it gets its own copy of the course helpers, so that
+    nbgrader's exchange, which hands out one folder, hands out everything a lab needs."""
     written = []
     for lab in course.labs:
         for item in sorted(lab.folder.iterdir()):
-            if item.name in _SKIP or item.is_dir():
+            if item.name in _SKIP or item.is_dir() or item.name == HELPERS:
                 continue
             target = out / lab.name / item.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +99,8 @@ def build_release(course: Course, out: Path) -> list[Path]:
             else:
                 shutil.copyfile(item, target)
             written.append(target)
-    shutil.copyfile(course.source / HELPERS, out / HELPERS)
-    written.append(out / HELPERS)
+        shutil.copyfile(course.source / HELPERS, out / lab.name / HELPERS)
+        written.append(out / lab.name / HELPERS)
     return written
 
 

@@ -94,10 +94,10 @@ def _verify(plan: confine.Plan, protected: list[str]) -> str | None:
     return None
 
 
-def _open_to_workers(plan: confine.Plan, protected: list[str]) -> list[str]:
+def _open_to_workers(plan: confine.Plan, protected: list[str], lock: bool) -> list[str]:
     """At "uid", workers read through the permissions of a uid of their own: the allow-list must
-    be reachable by others (its parents traversable) and what is protected must not be readable
-    by them. Returns what was changed."""
+    be reachable by others (its parents traversable). Without Landlock (`lock`), what is
+    protected is also made unreadable by others. Returns what was changed."""
     changed = []
     for path in plan.read:
         for parent in reversed(Path(path).parents):
@@ -106,25 +106,23 @@ def _open_to_workers(plan: confine.Plan, protected: list[str]) -> list[str]:
                 parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
                 changed.append(f"{parent}: others may traverse it")
 
-    def lock(path: Path) -> None:
-        if not path.exists() or path.is_symlink():
+    def lock_up(path: Path) -> None:
+        if not path.exists() or path.is_symlink() or str(path) in plan.read:
             return
         mode = stat.S_IMODE(path.stat().st_mode)
-        needed = [r for r in plan.read if r != str(path) and r.startswith(str(path).rstrip("/") + "/")]
-        if str(path) in plan.read:
-            return
-        if needed and path.is_dir():
-            if mode & (stat.S_IROTH | stat.S_IWOTH):
+        if any(r.startswith(str(path).rstrip("/") + "/") for r in plan.read) and path.is_dir():
+            if mode & (stat.S_IROTH | stat.S_IWOTH):  # the way to an allowed tree: traversable only
                 path.chmod(mode & ~(stat.S_IROTH | stat.S_IWOTH))
                 changed.append(f"{path}: others may traverse it only")
             for child in path.iterdir():
-                lock(child)
+                lock_up(child)
         elif mode & stat.S_IRWXO:
             path.chmod(mode & ~stat.S_IRWXO)
             changed.append(f"{path}: no access for others")
 
-    for path in protected:
-        lock(Path(path))
+    if lock:
+        for path in protected:
+            lock_up(Path(path))
     return changed
 
 
@@ -138,7 +136,7 @@ def _probe(level: Level, protected: list[str], cuda: bool) -> str | None:
     s = settings(level, Limits(), protected, cuda, scratch)
 
     def report(error: str | None) -> None:
-        os.write(write, (error or _verify(s.plan, protected) or "").encode()[:1000])
+        os.write(write, (error or _verify(s.plan, confine.hidden_paths(protected)) or "").encode()[:1000])
 
     try:
         pid, _ = confine.fork_worker(s, report, keep=(write,))
@@ -170,8 +168,11 @@ def choose_level(requested: str = "auto", protected: list[Path] = (), cuda: bool
         if os.geteuid() != 0:
             tried.append("uid: needs root")
         else:
-            level = Level("uid", landlock=confine.landlock_abi())
-            for change in _open_to_workers(settings(level, Limits(), protected, cuda).plan, protected):
+            # Landlock keeps a worker to the allow-list; without it, permissions have to.
+            abi = confine.landlock_abi() if os.environ.get("AUTOGRADER_LANDLOCK", "1") != "0" else 0
+            level = Level("uid", landlock=abi)
+            plan = settings(level, Limits(), protected, cuda).plan
+            for change in _open_to_workers(plan, confine.hidden_paths(protected), lock=not abi):
                 print(f"sandbox: {change}", file=sys.stderr)
             error = _probe(level, protected, cuda)
             if error is None:

@@ -35,11 +35,11 @@ _isinstance, _exec, _compile = isinstance, exec, compile
 
 
 def _error(e: BaseException) -> str:
-    lines = traceback.format_exception(type(e), e, e.__traceback__)
-    # Only the cells' own frames help a student; the dispatcher's are noise.
-    cells = [line for line in lines[1:-1] if line.startswith('  File "<')]
-    where = "".join(cells[-3:]).rstrip()
-    return (f"{type(e).__name__}: {e}"[:1500] + (f"\n{where}" if where else ""))[:2000]
+    """What a student needs: the exception, and where in their cells it was raised."""
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith("<")]
+    where = " <- ".join(f"{f.filename[1:-1]} line {f.lineno}" for f in reversed(frames[-3:]))
+    return (text[:1500] + (f" (at {where})" if where else ""))[:2000]
 
 
 # ---- the dispatcher --------------------------------------------------------------------------
@@ -200,8 +200,7 @@ def _load(start: messages.Start) -> tuple[dict[str, torch.Tensor], confine.Setti
 
         scratch = tempfile.mkdtemp(prefix="autograder-workers-")
         os.chmod(scratch, 0o711)
-    hidden = [*start.protected, str(Path(__file__).resolve().parent)]
-    plan = confine.allow_list(confine.python_paths(), hidden, cuda=start.device == "cuda")
+    plan = confine.allow_list(confine.python_paths(), list(start.protected), cuda=start.device == "cuda")
     return {"images": images, "labels": labels}, confine.Settings(
         level, plan, start.file_bytes, start.cpu_seconds, start.processes, start.scratch_bytes, start.threads, scratch)
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the course checkout, and datasets that never touch the network.
+"""Shared fixtures: the course checkout, datasets that never touch the network, submissions made
+from the course's own notebooks, and running the grader at each sandbox level.
 
 MNIST cannot be downloaded on the test machines, so tests write small MNIST-format IDX files;
 Fashion-MNIST comes from Debian's dataset-fashion-mnist, as on a course server.
@@ -6,7 +7,12 @@ Fashion-MNIST comes from Debian's dataset-fashion-mnist, as on a course server.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,15 @@ from autograder.course import Course
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_IDX = Path("/usr/share/datasets/fashion-mnist")
+NOBODY = 65534
+# How each sandbox level is reached from a root test run: as root (namespaces), as an
+# unprivileged user (namespaces in a user namespace), and as root without CAP_SYS_ADMIN, as in a
+# Docker or Gradescope container (uid).
+LEVELS = {
+    "root": ([], "auto"),
+    "unprivileged": (["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"], "auto"),
+    "no_sys_admin": (["capsh", "--drop=cap_sys_admin", "--", "-c", 'exec "$0" "$@"'], "uid"),
+}
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -55,30 +70,77 @@ def course() -> Course:
 
 @pytest.fixture
 def course_copy(tmp_path: Path) -> Course:
-    """A scratch copy of the course's source/ and release/ to break on purpose."""
+    """A scratch copy of the course (source, release, checks, course.toml) to break on purpose."""
     for part in ("source", "release"):
-        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / part, tmp_path / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "autograder" / "checks", tmp_path / "autograder" / "checks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "course.toml", tmp_path / "course.toml")
     return Course(tmp_path)
 
 
 @pytest.fixture(scope="session")
 def datasets(tmp_path_factory) -> Path:
-    """An IDX search path with test-written MNIST and Debian's Fashion-MNIST, and its cache."""
+    """An IDX search path with test-written MNIST and Debian's Fashion-MNIST, and its cache; all
+    readable by the unprivileged user the level tests grade as."""
     if not (FASHION_IDX / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"{FASHION_IDX} is missing: apt-get install dataset-fashion-mnist")
     root = tmp_path_factory.mktemp("datasets")
     write_mnist_idx(root / "idx" / "mnist", gz=True)
     (root / "idx" / "fashion-mnist").symlink_to(FASHION_IDX)
+    env = {**os.environ, "AUTOGRADER_DATA": str(root / "cache"), "AUTOGRADER_IDX_PATH": str(root / "idx"),
+           "AUTOGRADER_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "autograder", "--course", str(ROOT), "data", "fashion-mnist"], env=env,
+                   check=True, capture_output=True)
+    for path in (root, *root.rglob("*")):
+        path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))
     return root
 
 
 @pytest.fixture
 def data_env(datasets: Path, monkeypatch) -> Path:
-    """Environment (inherited by notebook kernels) that finds both datasets offline."""
+    """Environment (inherited by notebook kernels and grading processes) that finds both datasets
+    offline."""
     monkeypatch.setenv("AUTOGRADER_DATA", str(datasets / "cache"))
     monkeypatch.setenv("AUTOGRADER_IDX_PATH", str(datasets / "idx"))
     monkeypatch.setenv("AUTOGRADER_OFFLINE", "1")
     return datasets
+
+
+@pytest.fixture(scope="session")
+def modes_restored():
+    """Grading as another user changes what may be traversed (the uid level lets workers reach
+    the interpreter under /root): every mode is put back after the session."""
+    watched = [Path("/root"), ROOT, *ROOT.iterdir(), *(ROOT / "autograder").iterdir(), FASHION_IDX]
+    before = {p: stat.S_IMODE(p.lstat().st_mode) for p in watched if p.exists() and not p.is_symlink()}
+    Path("/root").chmod(before.get(Path("/root"), 0o700) | stat.S_IXOTH)  # the unprivileged user runs Python
+    yield
+    for path, mode in before.items():
+        if stat.S_IMODE(path.lstat().st_mode) != mode:
+            path.chmod(mode)
+
+
+def grade_as(level: str, args: list[str], env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """`autograder ARGS` at one of LEVELS (output folders must be writable by that user)."""
+    wrapper, sandbox = LEVELS[level]
+    command = [*wrapper, sys.executable, "-m", "autograder", "--course", str(ROOT), *args]
+    if args and args[0] in ("grade", "check") and "--sandbox" not in args and "--no-sandbox" not in args:
+        command += ["--sandbox", sandbox]
+    env = {**os.environ, **(env or {})}
+    if level == "unprivileged":
+        env["HOME"] = "/tmp"
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def shared_folder(path: Path) -> Path:
+    """A folder every level's grader may write to."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    return path
+
+
+def code(text: str) -> str:
+    return textwrap.dedent(text).strip() + "\n"
 
 
 def unit_cell(nb, unit: str):
@@ -93,8 +155,6 @@ def write_student(root: Path, student: str, labs: list[str] | None = None, code:
     reference solutions, or release, untouched), keeping only `labs` (folder names or prefixes like
     'lab02'), with the cells of the units in `code` replaced, then `edit(lab_name, nb)` applied."""
     import nbformat
-
-    from autograder.course import Course
 
     folder = root / student
     folder.mkdir(parents=True)
@@ -115,8 +175,5 @@ def write_student(root: Path, student: str, labs: list[str] | None = None, code:
 def reference_code(unit: str) -> str:
     import nbformat
 
-    from autograder.course import Course
-
     course = Course(ROOT)
-    lab = next(lab for lab in course.labs if unit in lab.units)
-    return unit_cell(nbformat.read(lab.exercise, 4), unit).source
+    return unit_cell(nbformat.read(course.lab_of(unit).exercise, 4), unit).source

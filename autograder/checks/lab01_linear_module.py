@@ -142,6 +142,9 @@ def test_Linear_gradients(submission):
 @pytest.mark.cell("test_Linear_gradients")
 @pytest.mark.hidden
 def test_Linear_written_from_tensor_operations(submission):
-    """no nn.Linear, F.linear or addmm does the work"""
+    """x @ weight.T + bias computed without nn.Linear, F.linear or addmm"""
     assert_rules(submission.facts, "Linear", LIBRARY_LAYERS,
                  "Compute x @ self.weight.T + self.bias with tensor operations.")
+    torch.manual_seed(6)
+    W, b, X = torch.randn(4, 6), torch.randn(4), torch.randn(3, 6)
+    assert_close(submission.call(layer(W, b), X).value, X @ W.T + b, "Linear(6, 4) on a batch", reveal=False)

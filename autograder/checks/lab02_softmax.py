@@ -140,5 +140,9 @@ def test_softmax_leaves_input_unchanged(submission):
 @pytest.mark.cell("test_softmax_input_unchanged")
 @pytest.mark.hidden
 def test_softmax_written_from_exp_and_sum(submission):
-    """torch's own softmax and log_softmax are not used"""
+    """computed without torch's own softmax or log_softmax"""
     assert_rules(submission.facts, "softmax", TORCH_SOFTMAX, "Write it from torch.exp and a sum.")
+    torch.manual_seed(6)
+    x = torch.randn(3, 4, 5) * 4
+    for dim in (0, 2):
+        assert_close(softmax(submission, x, dim), torch.softmax(x, dim), f"softmax along dim {dim}", reveal=False)

@@ -84,9 +84,13 @@ def test_template_update_works_under_no_grad(submission):
 @pytest.mark.cell("test_template_update_pure")
 @pytest.mark.hidden
 def test_template_update_written_without_autograd(submission):
-    """no backward, autograd, enable_grad or requires_grad: the rule by hand"""
+    """the rule by hand: no backward, autograd, enable_grad or requires_grad"""
     assert_rules(submission.facts, "template_update", AUTOGRAD,
                  "Write the update by hand: P = softmax(X @ W.T), E = onehot(labels) - P, W + lr * E.T @ X.")
+    torch.manual_seed(6)
+    W, X, labels = torch.randn(5, 8), torch.rand(7, 8), torch.randint(0, 5, (7,))
+    got = submission.call("template_update", W, X, labels, 0.3, grad=False)
+    assert_close(got.value, expected_update(W, X, labels, 0.3), "template_update under torch.no_grad()", reveal=False)
 
 
 @pytest.mark.points(3)
