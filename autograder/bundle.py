@@ -1,26 +1,37 @@
-"""`autograder bundle`: the same grader as a Gradescope autograder zip.
+"""`autograder bundle`: the same grader as a Gradescope autograder zip, for the course or one lab.
 
 Gradescope unzips the bundle into /autograder/source, runs setup.sh once to build the image, and
-run_autograder for each submission, which must leave /autograder/results/results.json. Our
-run_autograder grades /autograder/submission with the very same checks and copies the student's
-results.json there. The zip is reproducible: fixed order and timestamps.
+run_autograder for each submission, which must leave /autograder/results/results.json. setup.sh
+builds everything a run needs once: the package, the data, the reference artifacts (each check's
+CPU cost and the reference's pictures; grading them also warms every cache), compiled bytecode,
+and lays the course out readable by root only (a worker at the "uid" level has a uid of its
+own). run_autograder grades /autograder/submission as one student, whatever its layout, with the
+very same checks, prints the grader's log, and copies the student's results.json. The zip is
+reproducible: fixed order and timestamps.
 """
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
 
-from .course import Course
+from .course import CONFIG, Course, CourseError
 
 SETUP = """#!/usr/bin/env bash
 # Gradescope runs this once, as root, to build the autograder image.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+root="${AUTOGRADER_ROOT:-/autograder}"
 apt-get update
 apt-get install -y python3 python3-venv python3-pip
-python3 -m venv /autograder/venv
-/autograder/venv/bin/pip install /autograder/source
-/autograder/venv/bin/autograder --course /autograder/source data fashion-mnist
+apt-get install -y dataset-fashion-mnist || true  # else the data comes from torchvision's download
+python3 -m venv "$root/venv"
+"$root/venv/bin/pip" install "$root/source"
+"$root/venv/bin/autograder" --course "$root/source" data fashion-mnist
+# Grade the reference once: each check's CPU cost (its time limit) and the reference's pictures,
+# and every cache (bytecode, fonts) warm before the first student.
+"$root/venv/bin/autograder" --course "$root/source" release --artifacts-only
+"$root/venv/bin/python" -m compileall -q "$root/source" "$root/venv" || true
+chmod -R go-rwx "$root/source"
 """
 
 RUN = """#!/usr/bin/env bash
@@ -30,21 +41,21 @@ root="${AUTOGRADER_ROOT:-/autograder}"
 python="${AUTOGRADER_PYTHON:-$root/venv/bin/python}"
 out="$(mktemp -d)"
 mkdir -p "$root/results"
-if "$python" -m autograder --course "$root/source" grade "$root/submission" --out "$out" --quiet > "$out/log.txt" 2>&1
-then
-    results=("$out"/*/results.json)
-    cp "${results[0]}" "$root/results/results.json"
+chmod 700 "$root/results" "$out"
+if "$python" -m autograder --course "$root/source" grade "$root/submission" --student student --out "$out" \\
+    LAB_OPTION 2>&1; then
+    cp "$out/student/results.json" "$root/results/results.json"
 else
-    "$python" - "$out/log.txt" "$root/results/results.json" <<'PY'
+    "$python" - "$root/results/results.json" <<'PY'
 import json, sys
-last = (open(sys.argv[1]).read().strip().splitlines() or ["no output"])[-1]
-json.dump({"score": 0, "tests": [], "output": f"The autograder could not grade this submission: {last}"},
-          open(sys.argv[2], "w"))
+json.dump({"score": 0, "tests": [], "output": "The autograder could not grade this submission; "
+           "its log is above. Check that you uploaded your exercise notebook(s)."}, open(sys.argv[1], "w"))
 PY
 fi
+rm -rf "$out"
 """
 
-_PACKAGE_FILES = ("pyproject.toml", "README.md")
+_PACKAGE_FILES = ("pyproject.toml", "README.md", CONFIG)
 
 
 def _members(course: Course) -> list[tuple[str, Path]]:
@@ -56,13 +67,16 @@ def _members(course: Course) -> list[tuple[str, Path]]:
     return files
 
 
-def bundle(course: Course, out: Path) -> Path:
-    """Write the Gradescope autograder zip to `out`."""
+def bundle(course: Course, out: Path, lab: str | None = None, hidden_visibility: str = "after_published") -> Path:
+    """Write the Gradescope autograder zip to `out`; with `lab`, it grades that lab alone."""
     if not (course.root / "pyproject.toml").is_file():
-        raise FileNotFoundError(f"{course.root}: no pyproject.toml; bundle from the course's checkout")
+        raise CourseError(f"{course.root}: no pyproject.toml; bundle from the course's checkout")
+    if lab is not None:
+        course.lab(lab)  # an unknown lab is a one-line error
+    run = RUN.replace("LAB_OPTION", (f"--lab {lab} " if lab else "") + f"--hidden-visibility {hidden_visibility}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in (("setup.sh", SETUP), ("run_autograder", RUN)):
+        for name, text in (("setup.sh", SETUP), ("run_autograder", run)):
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             info.external_attr = 0o755 << 16
             z.writestr(info, text)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .course import Course, CourseError, find_course
 
+VISIBILITIES = ["after_published", "after_due_date", "hidden", "visible"]
 DESCRIPTION = """\
 Autograder for the lecture 3 labs (vanilla neural networks: inference and learning).
 
@@ -76,19 +77,10 @@ def _device(requested: str) -> str:
 
 
 def _build_artifacts(course: Course, args: argparse.Namespace) -> None:
-    from . import artifacts
-    from .grade import GRADEBOOK, Run, grade
-    from .gradebook import Gradebook
+    from .grade import Run, build_artifacts
 
     started = time.monotonic()
-    level = _level(args, course, [], course.root)
-    run = Run(level, device=_device(args.device), jobs=1)
-
-    def grade_reference(folder: Path, out: Path) -> Gradebook:
-        grade(course, [folder], out, run)
-        return Gradebook(out / GRADEBOOK)
-
-    built = artifacts.build(course, grade_reference)
+    built = build_artifacts(course, Run(_level(args, course, [], course.root), device=_device(args.device)))
     costs = sum(len(lab) for lab in built.costs.values())
     print(f"built the reference artifacts ({costs} costs, {len(built.kept)} pictures) "
           f"in {time.monotonic() - started:.0f} s")
@@ -97,8 +89,9 @@ def _build_artifacts(course: Course, args: argparse.Namespace) -> None:
 def cmd_release(args: argparse.Namespace, course: Course) -> int:
     from .release import release
 
-    files = release(course)
-    print(f"released {len(files)} files into {course.release}")
+    if not args.artifacts_only:
+        files = release(course)
+        print(f"released {len(files)} files into {course.release}")
     if not args.no_artifacts:
         _build_artifacts(course, args)
     return 0
@@ -143,10 +136,12 @@ def _run(args: argparse.Namespace, course: Course, paths: list[Path], out: Path,
     from .grade import Run
     from .sandbox import Limits
 
+    for lab in args.lab or ():
+        course.lab(lab)  # an unknown lab is a one-line error, before anything starts
     limits = Limits(memory_bytes=int(args.memory_gib * 2**30), min_wall_seconds=args.min_wall,
                     cpu_factor=args.cpu_factor)
     return Run(_level(args, course, paths, out), limits, _device(args.device), args.jobs,
-               tuple(args.lab) if args.lab else None, public_only)
+               tuple(args.lab) if args.lab else None, public_only, args.hidden_visibility)
 
 
 def _report(results, out: Path) -> None:
@@ -218,7 +213,8 @@ def cmd_merge(args: argparse.Namespace, course: Course) -> int:
 def cmd_bundle(args: argparse.Namespace, course: Course) -> int:
     from .bundle import bundle
 
-    print(f"wrote {bundle(course, args.out, args.lab)}: upload it as the assignment's autograder on Gradescope")
+    print(f"wrote {bundle(course, args.out, args.lab, args.hidden_visibility)}: upload it as the assignment's "
+          "autograder on Gradescope")
     return 0
 
 
@@ -244,6 +240,9 @@ def _sandbox_options(p: argparse.ArgumentParser, grading: bool = True) -> None:
                             "(default 20; at least 10 s)")
         p.add_argument("--min-wall", type=_positive(float), default=60, metavar="S",
                        help="wall-clock backstop per check, at least (default 60 s; 3 times the CPU limit when more)")
+        p.add_argument("--hidden-visibility", choices=VISIBILITIES, default="after_published",
+                       help="Gradescope's visibility of the hidden checks in results.json (default after_published: "
+                            "students see them, and a total that counts them, once grades are published)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -272,7 +271,10 @@ def parser() -> argparse.ArgumentParser:
                        "is replaced only if every notebook released. Then grades the reference solutions once "
                        "and keeps, per course version, what grading needs: each check's CPU cost (its time "
                        "limit) and the reference's pictures.")
-    p.add_argument("--no-artifacts", action="store_true", help="only release/, not the reference artifacts")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--no-artifacts", action="store_true", help="only release/, not the reference artifacts")
+    what.add_argument("--artifacts-only", action="store_true",
+                      help="only the reference artifacts (e.g. in the Gradescope image), not release/")
     _sandbox_options(p, grading=False)
     p.set_defaults(run=cmd_release)
 
@@ -325,6 +327,8 @@ def parser() -> argparse.ArgumentParser:
                        "--lab, an autograder for that lab alone (one Gradescope assignment per lab).")
     p.add_argument("--out", type=Path, default=Path("autograder.zip"), metavar="FILE.zip")
     p.add_argument("--lab", metavar="NAME", help="the one lab this Gradescope assignment grades")
+    p.add_argument("--hidden-visibility", choices=VISIBILITIES, default="after_published",
+                   help="Gradescope's visibility of the hidden checks (default after_published; see the README)")
     p.set_defaults(run=cmd_bundle)
     return top
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import artifacts, confine
@@ -43,6 +43,7 @@ class Run:
     jobs: int = 1
     labs: tuple[str, ...] | None = None  # None: every lab some submission holds
     public_only: bool = False
+    hidden_visibility: str = "after_published"  # Gradescope's visibility of the hidden checks
 
 
 def _digest(paths) -> str:
@@ -137,7 +138,7 @@ def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool 
     reference = artifacts.load(course)
     settings = {"course": artifacts.fingerprint(course), "labs": json.dumps(labs), "sandbox": run.level.describe(),
                 "device": run.device, "limits": json.dumps(asdict(run.limits), sort_keys=True),
-                "public_only": str(run.public_only)}
+                "public_only": str(run.public_only), "hidden_visibility": run.hidden_visibility}
     book = Gradebook(out / GRADEBOOK)
     try:
         book.set_settings(settings)
@@ -166,6 +167,15 @@ def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool 
         return write_reports(course, out, book, labs)
     finally:
         book.close()
+
+
+def build_artifacts(course: Course, run: Run) -> artifacts.Artifacts:
+    """Grade the reference solutions once and keep what later grading needs (artifacts.py)."""
+    def grade_reference(folder: Path, out: Path) -> Gradebook:
+        grade(course, [folder], out, replace(run, labs=tuple(lab.name for lab in course.labs), public_only=False))
+        return Gradebook(out / GRADEBOOK)
+
+    return artifacts.build(course, grade_reference)
 
 
 def _watch(path: Path, total: int, progress):

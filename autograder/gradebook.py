@@ -20,7 +20,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS labs (
     student TEXT NOT NULL, lab TEXT NOT NULL, fingerprint TEXT NOT NULL, graded_at REAL NOT NULL,
-    seconds REAL NOT NULL, load_cpu REAL, problem TEXT, stopped TEXT, output TEXT, reviews TEXT NOT NULL,
+    seconds REAL NOT NULL, load_cpu REAL, notebook TEXT, problem TEXT, stopped TEXT, output TEXT, reviews TEXT NOT NULL,
     PRIMARY KEY (student, lab));
 CREATE TABLE IF NOT EXISTS checks (
     student TEXT NOT NULL, lab TEXT NOT NULL, position INTEGER NOT NULL, unit TEXT, check_name TEXT,
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     PRIMARY KEY (student, lab, name));
 """
 CHECK_FIELDS = ("unit", "check", "label", "cell", "points", "hidden", "passed", "seconds", "cpu_seconds", "message")
-LAB_FIELDS = ("load_cpu", "problem", "stopped", "output")
+LAB_FIELDS = ("load_cpu", "notebook", "problem", "stopped", "output")
 TABLES = ("labs", "checks", "artifacts")
 
 
@@ -74,7 +74,7 @@ class Gradebook:
                 array = t.detach().cpu().float().numpy()
                 self.db.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
                                 (student, lab, name, picture, json.dumps(list(array.shape)), array.tobytes()))
-            self.db.execute("INSERT INTO labs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.db.execute("INSERT INTO labs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (student, lab, fingerprint, graded_at, seconds, *(summary.get(f) for f in LAB_FIELDS),
                              json.dumps(reviews)))
 
@@ -86,11 +86,10 @@ class Gradebook:
         return list(self.db.execute("SELECT student, lab FROM labs WHERE graded_at >= ?", (moment,)))
 
     def labs(self, student: str) -> dict[str, dict]:
-        rows = self.db.execute("SELECT lab, seconds, load_cpu, problem, stopped, output, reviews, graded_at FROM labs "
+        rows = self.db.execute(f"SELECT lab, seconds, graded_at, reviews, {', '.join(LAB_FIELDS)} FROM labs "
                                "WHERE student = ? ORDER BY lab", (student,))
-        return {lab: {"seconds": seconds, "load_cpu": load_cpu, "problem": problem, "stopped": stopped,
-                      "output": output, "reviews": json.loads(reviews), "graded_at": graded_at}
-                for lab, seconds, load_cpu, problem, stopped, output, reviews, graded_at in rows}
+        return {lab: {"seconds": seconds, "graded_at": graded_at, "reviews": json.loads(reviews),
+                      **dict(zip(LAB_FIELDS, rest))} for lab, seconds, graded_at, reviews, *rest in rows}
 
     def checks(self, student: str, lab: str) -> list[dict]:
         columns = ", ".join("check_name" if f == "check" else f for f in CHECK_FIELDS)

@@ -82,7 +82,8 @@ def lab_run(request, student):
     try:
         summary = run.close()
     except Exception as e:  # tearing a worker down must never lose the student's row
-        summary = {"problem": None, "stopped": f"could not be cleaned up ({type(e).__name__}: {e})", "output": ""}
+        summary = {"problem": None, "stopped": f"could not be cleaned up ({type(e).__name__}: {e})", "output": "",
+                   "notebook": code.get("notebook")}
     if not run.faulted:
         grading.record(student, lab, run, summary)
 
@@ -125,13 +126,15 @@ class LabRun:
     worker stopped by a check is started afresh for the next, so a crash costs only the checks it
     happened in; a lab whose code cannot even load fails all its checks at once."""
 
-    MAX_STARTS = 6
+    MAX_STARTS = 6  # workers a lab may need, crashes included
+    MAX_TIME_STOPS = 2  # of which stopped for time: a hanging submission costs minutes, not more
 
     def __init__(self, server: Server, lab: str, code: dict, costs: dict[str, float], limits: Limits):
         self.server, self.lab, self.code, self.costs, self.limits = server, lab, code, costs, limits
         self.workers: dict[tuple, tuple[Worker, dict]] = {}
         self.problem: str | None = code.get("problem")
         self.stops: list[str] = []
+        self.time_stops = 0
         self.output = ""
         self.load_cpu = 0.0
         self.faulted = False
@@ -147,6 +150,7 @@ class LabRun:
         worker.close()
         if worker.reason != "closed":
             self.stops.append(worker.reason)
+            self.time_stops += worker.stopped_for_time
         self.output += worker.output_text()
 
     def worker(self, key: tuple, extra: dict[str, Any]) -> tuple[Worker, dict]:
@@ -154,8 +158,8 @@ class LabRun:
         if key in self.workers and self.workers[key][0].reason is not None:
             self._retire(key)
         if key not in self.workers:
-            if len(self.stops) >= self.MAX_STARTS:
-                self.problem = f"the submission's process was stopped {len(self.stops)} times"
+            if len(self.stops) >= self.MAX_STARTS or self.time_stops >= self.MAX_TIME_STOPS:
+                self.problem = f"the submission's process was stopped {len(self.stops)} times (last: it {self.stops[-1]})"
             if self.problem:
                 pytest.fail(self.problem, pytrace=False)
             try:
@@ -185,6 +189,7 @@ class LabRun:
             self._retire(key)
         stops = self.stops
         return {"problem": self.problem, "output": self.output, "load_cpu": round(self.load_cpu, 3),
+                "notebook": self.code.get("notebook"),
                 "stopped": (stops[-1] + (f" ({len(stops)} times)" if len(stops) > 1 else "")) if stops else None}
 
 

@@ -6,6 +6,7 @@ beside its target then renamed, so a crash never leaves half a file.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -77,17 +78,21 @@ def results(course: Course, book: Gradebook, labs: list[str]) -> list[StudentRes
         recorded = book.labs(student)
         result = StudentResult(student, labs, {u: 0.0 for u in units}, {u: 0.0 for u in units},
                                sandbox=sandbox.split(":")[0])
-        checks = []
+        checks, missing = [], []
         for lab in labs:
             if lab not in recorded:
                 continue
             checks += book.checks(student, lab)
             summary = recorded[lab]
             reason = summary["problem"] or (f"stopped: it {summary['stopped']}" if summary["stopped"] else None)
-            if reason:
+            if summary["notebook"] is None:
+                missing.append(lab)
+            elif reason:
                 result.problems.append(f"{lab}: {_short(reason)}")
             result.reviews += summary["reviews"]
             result.execution_time += summary["seconds"]
+        if missing:
+            result.problems.insert(0, f"no notebook for {', '.join(missing)}")
         if not checks and not result.problems:
             continue  # graded for other labs only
         for c in checks:
@@ -103,14 +108,14 @@ def _number(x: float) -> float | int:
     return int(x) if float(x).is_integer() else round(x, 2)
 
 
-def results_json(result: StudentResult) -> dict:
+def results_json(result: StudentResult, hidden_visibility: str = "after_published") -> dict:
     tests = [{
         "name": f"{c['unit']}: {c['label']}",
         "score": _number(c["points"] if c["passed"] else 0),
         "max_score": _number(c["points"]),
         "status": "passed" if c["passed"] else "failed",
         "output": "passed" if c["passed"] else c["message"],
-        "visibility": "after_published" if c["hidden"] else "visible",
+        "visibility": hidden_visibility if c["hidden"] else "visible",
     } for c in result.checks]
     return {"score": _number(result.total), "execution_time": round(result.execution_time, 2),
             "output": "All checks ran." if result.status == "ok" else "Not every check could run, or a TA "
@@ -145,9 +150,23 @@ def write_reports(course: Course, out: Path, book: Gradebook, labs: list[str]) -
     """Every file of the output folder, from the gradebook; returns the results."""
     found = results(course, book, labs)
     pages = Pages(course, book, labs)
+    settings = book.settings()
+    hidden = settings.get("hidden_visibility", "after_published")
     for r in found:
-        _write(out / r.student / "results.json", json.dumps(results_json(r), indent=1) + "\n")
-        _write(out / r.student / "feedback.html", pages.student(r))
+        data = json.dumps(results_json(r, hidden), indent=1) + "\n"
+        _write(out / r.student / "results.json", data)
+        # A page is drawn again only when what it shows changed (pictures take time to draw).
+        kept = book.artifacts(r.student)
+        key = hashlib.sha256("\0".join([data, r.status, settings.get("course", ""), *labs, *(
+            f"{name}:{hashlib.sha256(t.numpy().tobytes()).hexdigest()}" for name, (_, t) in sorted(kept.items()))])
+            .encode()).hexdigest()[:32]
+        page = out / r.student / "feedback.html"
+        try:
+            current = f'content="{key}"' in page.read_text()
+        except OSError:
+            current = False
+        if not current:
+            _write(page, pages.student(r, key))
     _write(out / "grades.csv", grades_csv(found, course))
     if found:
         _write(out / "summary.html", pages.summary(found))

@@ -196,6 +196,7 @@ class Worker:
         self.level, self.sock, self.limits = level, sock, limits
         self.pid, self.uid, self.folder = spawned.pid, spawned.uid, spawned.folder
         self.reason: str | None = None  # why it was stopped, once it was
+        self.stopped_for_time = False
         self.output, self.output_dropped = bytearray(), 0
         self.cpu_used = 0.0  # by the last call
         self._call: tuple[float, float] | None = None  # (CPU seconds at its start, its CPU limit)
@@ -221,14 +222,15 @@ class Worker:
             if call is not None:
                 self.cpu_used = cpu - call[0]
                 if self.cpu_used > call[1]:
-                    self.kill(f"used more than {call[1]:.0f} s of CPU time")
+                    self.kill(f"used more than {call[1]:.0f} s of CPU time", for_time=True)
             if rss > self.limits.memory_bytes:
                 self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")
             elif count > self.limits.processes:
                 self.kill(f"started more than {self.limits.processes} processes")
 
-    def kill(self, reason: str) -> None:
-        self.reason = self.reason or reason
+    def kill(self, reason: str, for_time: bool = False) -> None:
+        if self.reason is None:
+            self.reason, self.stopped_for_time = reason, for_time
         reap.kill_all(self.level.name, self.pid, self.uid)
         self.sock.close()
 
@@ -245,7 +247,7 @@ class Worker:
         if self.reason:
             raise WorkerFailure(f"the submission's process was stopped earlier: it {self.reason}")
         if cpu_limit <= 0 or wall_limit <= 0:
-            self.kill("ran out of the time this check allows")
+            self.kill("ran out of the time this check allows", for_time=True)
             raise WorkerFailure(f"the submission's process {self.reason}")
         self._call = (self._usage()[0], cpu_limit)
         try:
@@ -254,7 +256,7 @@ class Worker:
             reply = messages.receive(self.sock, messages.FROM_WORKER, time.monotonic() + wall_limit)
             return messages.expect(reply, Loaded if isinstance(message, Load) else Outcome)
         except (socket.timeout, TimeoutError):
-            self.kill(f"did not finish {what} within {wall_limit:.0f} s")
+            self.kill(f"did not finish {what} within {wall_limit:.0f} s", for_time=True)
         except messages.GarbageReply as e:
             self.kill("sent a reply that is not data")
             raise WorkerFailure(f"the submission's process answered garbage during {what}: {e}") from None

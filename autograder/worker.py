@@ -142,20 +142,27 @@ def serve_worker(channel: socket.socket, error: str | None, data: dict[str, torc
     torch.set_num_threads(threads)
     for name in [n for n in sys.modules if n == "autograder" or n.startswith("autograder.")]:
         del sys.modules[name]  # the grader's package is not the student's to import
+    # What the cells print goes to the grader as it comes, not into a buffer lost at exit.
+    sys.stdout = out = open(1, "w", buffering=1, closefd=False, errors="replace")
+    sys.stderr = err = open(2, "w", buffering=1, closefd=False, errors="replace")
     dispatcher = Dispatcher(data, device)
     send, receive, frame = channel.sendall, messages.receive, messages.frame
-    send(frame(dispatcher.load(load)))
+    reply = frame(dispatcher.load(load))
     while True:
+        for stream in (out, err):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        send(reply)
         try:
             call = receive(channel, (Call, Build, TrainingSet))
         except messages.ChannelError:
             return
-        outcome = dispatcher.call(messages.expect(call, Call))
         try:
-            payload = frame(outcome)
+            reply = frame(dispatcher.call(messages.expect(call, Call)))
         except (TypeError, ValueError) as e:  # a value that cannot travel is the student's error
-            payload = frame(Outcome(error=f"the result cannot be sent to the grader: {e}"))
-        send(payload)
+            reply = frame(Outcome(error=f"the result cannot be sent to the grader: {e}"))
 
 
 # ---- the server ------------------------------------------------------------------------------

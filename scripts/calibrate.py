@@ -1,12 +1,13 @@
 """Calibrate the accuracy thresholds of the trainer checks.
 
-Runs the source solutions of train_online and train_minibatch through the checks' own probe
-(training.train_recipe: the same schedule, seeding and nets as in grading) over many seeds, for
-the grader's template_net and for the reference one_layer_net, and scores each on the
-Fashion-MNIST test set as the grader does. Prints a markdown table (worst, mean, best, standard
-deviation) and the threshold it implies: the lower of the worst seed less a margin and the mean
-less six standard deviations, rounded down, so that a correct trainer never fails by chance, on
-other seeds or on a GPU's different random streams either.
+Runs the source solutions of train_online and train_minibatch exactly as the grader's recipe
+checks do (the worker's dispatcher, the provided template_net or the reference one_layer_net,
+the trainer's defaults, the training set) over many seeds, and scores each on the test set with
+the grader's own scoring (checks/trainers.py). Prints a markdown table (worst, mean, best,
+standard deviation) and the threshold it implies: the lower of the worst seed less a margin and
+the mean less six standard deviations, rounded down, so that a correct trainer never fails by
+chance, on other seeds or on a GPU's different random streams either. The reference is the
+instructor's code, so it runs here in-process, without a sandbox.
 
     python scripts/calibrate.py --seeds 20 [--device cuda] > docs/calibration.md
 """
@@ -20,9 +21,10 @@ import time
 
 import torch
 
-from autograder import training
 from autograder.course import find_course
 from autograder.extract import extract
+from autograder.messages import Build, Call, Load, TrainingSet
+from autograder.worker import Dispatcher
 
 MARGIN, SPREADS = 0.03, 6
 
@@ -37,11 +39,16 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     course = find_course()
-    test = tuple(t.to(args.device) for t in course.helpers().load("fashion-mnist", "test"))
-    ctx = training.reference_context(course, args.device)
-    lab03 = next(lab for lab in extract(course, tuple(lab.exercise for lab in course.labs)).values()
-                 if "one_layer_net" in lab.units)
-    own_net = {"own_net_code": lab03.units["one_layer_net"], "setup": lab03.setup}
+    sys.path.insert(0, str(course.checks))
+    import trainers
+
+    helpers = course.helpers()
+    test = tuple(t.to(args.device) for t in helpers.load(course.dataset, course.withheld_split))
+    images, labels = helpers.load(course.dataset, course.train_split)
+    code = extract(course, tuple(lab.exercise for lab in course.labs))
+    dispatcher = Dispatcher({"images": images, "labels": labels}, args.device)
+    dispatcher.load(Load(tuple(s for lab in code.values() for s in lab.setup),
+                         {u: c for lab in code.values() for u, c in lab.units.items()}))
 
     print(f"Reference accuracies on the Fashion-MNIST test set, {args.seeds} seeds (0..{args.seeds - 1}), "
           f"device {args.device}, {args.threads} thread(s), torch {torch.__version__}; threshold = "
@@ -52,8 +59,10 @@ def main() -> int:
         for own in (False, True):
             scores, started = [], time.perf_counter()
             for seed in range(args.seeds):
-                result = training.train_recipe(ctx, trainer, seed, **(own_net if own else {}))
-                scores.append(training.accuracy(result["state"], test))
+                net = Build("one_layer_net" if own else "template_net", (trainers.PIXELS, trainers.CLASSES))
+                outcome = dispatcher.call(Call(trainer, (net, TrainingSet("images"), TrainingSet("labels")),
+                                               seed=seed, on_device=True))
+                scores.append(trainers.score(outcome.args[0], test)[0])
             seconds = (time.perf_counter() - started) / args.seeds
             mean, sd = statistics.mean(scores), statistics.stdev(scores)
             threshold = math.floor(min(min(scores) - MARGIN, mean - SPREADS * sd) * 100) / 100

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -80,18 +81,32 @@ def course_copy(tmp_path: Path) -> Course:
 
 
 @pytest.fixture(scope="session")
-def datasets(tmp_path_factory) -> Path:
-    """An IDX search path with test-written MNIST and Debian's Fashion-MNIST, and its cache; all
-    readable by the unprivileged user the level tests grade as."""
+def shared_tmp():
+    """A temporary folder every user can traverse (pytest's own is root's alone): the level tests
+    grade as an unprivileged user, who must reach the data, the submissions and the output."""
+    root = Path(tempfile.mkdtemp(prefix="autograder-tests-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def datasets(shared_tmp) -> Path:
+    """An IDX search path with test-written MNIST and Debian's Fashion-MNIST, and its cache (with
+    the course artifacts); all readable by the unprivileged user the level tests grade as."""
     if not (FASHION_IDX / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"{FASHION_IDX} is missing: apt-get install dataset-fashion-mnist")
-    root = tmp_path_factory.mktemp("datasets")
+    root = shared_tmp / "datasets"
     write_mnist_idx(root / "idx" / "mnist", gz=True)
     (root / "idx" / "fashion-mnist").symlink_to(FASHION_IDX)
     env = {**os.environ, "AUTOGRADER_DATA": str(root / "cache"), "AUTOGRADER_IDX_PATH": str(root / "idx"),
            "AUTOGRADER_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "autograder", "--course", str(ROOT), "data", "fashion-mnist"], env=env,
-                   check=True, capture_output=True)
+    # The data, then the course artifacts (each check's reference cost, the reference pictures),
+    # as an instructor's `autograder data` and `autograder release` would leave them.
+    for command in (["data", "fashion-mnist"], ["release", "--artifacts-only", "-q", "--device", "cpu"]):
+        done = subprocess.run([sys.executable, "-m", "autograder", "--course", str(ROOT), *command], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
     for path in (root, *root.rglob("*")):
         path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))
     return root

@@ -16,10 +16,10 @@ def test_three_layouts_are_found(tmp_path):
     write_student(tmp_path / "class", "carol", ["lab02"])
     nbgrader = tmp_path / "course" / "submitted"
     write_student(nbgrader / "dave", "lab02_softmax", ["lab02"])
-    assert [s.id for s in discover([tmp_path / "one" / "alice"])] == ["alice"]
-    assert [s.id for s in discover([tmp_path / "class"])] == ["bob", "carol"]
-    assert [s.id for s in discover([tmp_path / "course"])] == ["dave"]
-    assert [s.id for s in discover([nbgrader])] == ["dave"]
+    assert [s.student for s in discover([tmp_path / "one" / "alice"])] == ["alice"]
+    assert [s.student for s in discover([tmp_path / "class"])] == ["bob", "carol"]
+    assert [s.student for s in discover([tmp_path / "course"])] == ["dave"]
+    assert [s.student for s in discover([nbgrader])] == ["dave"]
 
 
 def test_the_same_student_twice_is_an_error(tmp_path):
@@ -52,6 +52,7 @@ def test_setup_comes_from_source_and_other_cells_never_run(course, tmp_path):
     folder = write_student(tmp_path, "s", ["lab02"], edit=sabotage)
     lab = extract(course, tuple(folder.glob("*.ipynb")))["lab02_softmax"]
     assert "rm -rf" not in "".join(lab.setup) and "import torch" in "".join(lab.setup)
+    assert lab.setup == course.lab("lab02_softmax").setup
     assert list(lab.units) == ["softmax"] and "student scratch" not in lab.units["softmax"]
 
 
@@ -61,3 +62,21 @@ def test_magics_in_a_unit_cell_do_not_break_it(course, tmp_path):
     folder = write_student(tmp_path, "s", ["lab02"], edit=magic)
     code = extract(course, tuple(folder.glob("*.ipynb")))["lab02_softmax"].units["softmax"]
     compile(code, "cell", "exec")
+
+
+def test_the_release_layout_is_one_student(tmp_path, course):
+    folder = tmp_path / "upload"
+    for lab in ("lab01_linear_module", "lab02_softmax"):
+        (folder / lab).mkdir(parents=True)
+        write_student(tmp_path / "tmp", lab, [lab[:5]])
+        for nb in (tmp_path / "tmp" / lab).glob("*.ipynb"):
+            nb.rename(folder / lab / nb.name)
+    found = discover([folder], {lab.name for lab in course.labs})
+    assert [s.student for s in found] == ["upload"] and len(found[0].notebooks) == 2
+    assert [s.student for s in discover([folder], student="alice")] == ["alice"]
+
+
+def test_provided_cells_are_the_locked_cells_that_are_not_tests(course):
+    setup = course.lab("lab04_train_vanilla_nn").setup
+    assert any("class template_net" in c for c in setup) and any("def compute_accuracy" in c for c in setup)
+    assert not any("assert" in c for c in setup)

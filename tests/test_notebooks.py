@@ -1,8 +1,11 @@
 """Every notebook of the course runs: demos as they are, exercises with their solutions, and the
-released exercises up to their stubs. Also the two ways `autograder validate` must fail."""
+released exercises up to their stubs. Released notebooks run from a copy of their lab folder
+alone, as nbgrader's exchange hands it out: each released lab folder holds everything it needs.
+Also the ways `autograder validate` must fail."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -18,9 +21,21 @@ LABS = {lab.name: lab for lab in COURSE.labs}
 DEMOS = [nb for lab in COURSE.labs for nb in lab.notebooks if nb.name.endswith("_demo.ipynb")]
 
 
+def lone_copy(folder: Path, tmp_path: Path) -> Path:
+    """The lab folder copied alone (links followed) where nothing lies beside or above it."""
+    target = tmp_path / "student" / folder.name
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    return target
+
+
 @pytest.mark.parametrize("path", DEMOS, ids=lambda p: p.parent.name)
-def test_demo_runs_as_is(path: Path, data_env):
-    errors = [f"{o.name}: {o.message}" for o in execute(path) if o.error]
+def test_demo_runs_as_is_from_its_released_folder_alone(path: Path, data_env, course, tmp_path):
+    """The released demo is the source demo, outputs cleared; it runs as is from its lab folder alone."""
+    released = course.release / path.parent.name / path.name
+    code = [[c.source for c in nbformat.read(p, 4).cells if c.cell_type == "code"] for p in (path, released)]
+    assert code[0] == code[1], f"{released} does not hold the code of {path}"
+    folder = lone_copy(released.parent, tmp_path)
+    errors = [f"{o.name}: {o.message}" for o in execute(folder / path.name) if o.error]
     assert errors == []
 
 
@@ -30,8 +45,17 @@ def test_source_exercise_passes_every_test_cell(lab: str, data_env):
 
 
 @pytest.mark.parametrize("lab", LABS, ids=str)
-def test_released_exercise_stops_at_its_stubs(lab: str, data_env, course):
-    assert check_released(course.release / lab / LABS[lab].exercise.name) == []
+def test_released_exercise_stops_at_its_stubs_from_its_folder_alone(lab: str, data_env, course, tmp_path):
+    folder = lone_copy(course.release / lab, tmp_path)
+    assert check_released(folder / LABS[lab].exercise.name) == []
+
+
+def test_a_released_lab_folder_without_its_utils_fails_at_the_imports(data_env, course, tmp_path):
+    folder = lone_copy(course.release / "lab02_softmax", tmp_path)
+    (folder / "utils.py").unlink()
+    problems = check_released(folder / LABS["lab02_softmax"].exercise.name)
+    assert any("(imports)" in p and "fails before the first exercise" in p and "ModuleNotFoundError" in p
+               for p in problems), problems
 
 
 def _softmax_copy(course_copy: Course, tree: str, edit) -> Path:

@@ -1,7 +1,11 @@
-"""`autograder release`: source/ -> release/ through nbgrader's preprocessors."""
+"""`autograder release`: source/ -> release/ through nbgrader's preprocessors; each released lab
+folder is self-contained (its notebooks and its own copy of utils.py), as nbgrader's exchange hands
+out one folder per assignment."""
 from __future__ import annotations
 
+import ast
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +14,7 @@ import nbformat
 import pytest
 
 from autograder.cli import main
-from autograder.course import nbgrader_meta, unit_cells
+from autograder.course import HELPERS, nbgrader_meta, unit_cells
 from autograder.release import ReleaseError, release, stale
 
 SPEC_UNITS = ["Linear", "softmax", "one_layer_net", "train_online", "template_update", "train_minibatch"]
@@ -84,19 +88,70 @@ def test_released_cells_are_locked_and_checksummed(course):
                 assert cell.metadata.get("deletable") is False and cell.metadata.get("editable") is False
 
 
-def test_nbgrader_generate_assignment_makes_the_same_cells(course, tmp_path):
+def test_nbgrader_generate_assignment_makes_the_same_folders(course, tmp_path):
+    """nbgrader, given the source lab folders as they are (utils.py a link to the course's), releases
+    the same files: the same cells, and the helpers copied into every lab folder."""
+    (tmp_path / "source").mkdir()
+    shutil.copyfile(course.source / HELPERS, tmp_path / "source" / HELPERS)
     for lab in course.labs:
-        target = tmp_path / "source" / lab.name
-        target.mkdir(parents=True)
-        for nb in lab.notebooks:
-            (target / nb.name).write_bytes(nb.read_bytes())
+        shutil.copytree(lab.folder, tmp_path / "source" / lab.name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
         subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", lab.name, "--no-db", "--force",
                         f"--CourseDirectory.root={tmp_path}"], check=True, capture_output=True, cwd=tmp_path)
+    assert not (tmp_path / "release" / HELPERS).exists()
     for lab in course.labs:
-        for nb in lab.notebooks:
-            theirs = nbformat.read(tmp_path / "release" / lab.name / nb.name, 4)
-            ours = nbformat.read(course.release / lab.name / nb.name, 4)
-            assert ours.cells == theirs.cells, f"{lab.name}/{nb.name} differs from nbgrader's release"
+        theirs_folder, ours_folder = tmp_path / "release" / lab.name, course.release / lab.name
+        assert sorted(p.name for p in theirs_folder.iterdir()) == sorted(p.name for p in ours_folder.iterdir())
+        for path in ours_folder.iterdir():
+            if path.suffix == ".ipynb":
+                theirs, ours = nbformat.read(theirs_folder / path.name, 4), nbformat.read(path, 4)
+                assert ours.cells == theirs.cells, f"{lab.name}/{path.name} differs from nbgrader's release"
+            else:
+                assert path.read_bytes() == (theirs_folder / path.name).read_bytes(), f"{lab.name}/{path.name}"
+
+
+def test_each_released_lab_folder_holds_its_notebooks_and_its_own_utils(course):
+    helpers = (course.source / HELPERS).read_bytes()
+    assert not (course.release / HELPERS).exists(), "release/utils.py: the helpers belong in each lab folder"
+    assert sorted(p.name for p in course.release.iterdir()) == sorted(lab.name for lab in course.labs)
+    for lab in course.labs:
+        folder = course.release / lab.name
+        assert sorted(p.name for p in folder.iterdir()) == sorted([*(nb.name for nb in lab.notebooks), HELPERS])
+        assert not (folder / HELPERS).is_symlink() and (folder / HELPERS).read_bytes() == helpers, \
+            f"release/{lab.name}/{HELPERS} must be a real copy of source/{HELPERS}"
+
+
+def _imported(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_notebooks_import_utils_from_their_own_folder(course):
+    """No notebook reaches outside its lab folder: utils is imported from beside it, sys.path untouched."""
+    for folder in (course.source, course.release):
+        for path in notebooks(folder):
+            code = [c.source for c in nbformat.read(path, 4).cells if c.cell_type == "code"]
+            assert any("utils" in _imported(source) for source in code), f"{path}: does not import utils"
+            for source in code:
+                assert "sys.path" not in source and "sys" not in _imported(source) and '".."' not in source, \
+                    f"{path}: a cell reaches outside the lab folder:\n{source}"
+
+
+def test_stale_names_each_lab_copy_of_the_helpers(course_copy):
+    (course_copy.release / "lab03_vanilla_nn" / HELPERS).unlink()
+    (course_copy.release / HELPERS).write_bytes((course_copy.source / HELPERS).read_bytes())
+    assert stale(course_copy) == [f"release/lab03_vanilla_nn/{HELPERS}: missing",
+                                  f"release/{HELPERS}: not made from source/"]
+    release(course_copy)
+    assert stale(course_copy) == []
+    with open(course_copy.source / HELPERS, "a") as f:
+        f.write("\n# a new line\n")
+    assert stale(course_copy) == [f"release/{lab.name}/{HELPERS}: differs from source/" for lab in course_copy.labs]
 
 
 def _edit_cell(course, grade_id: str, edit) -> Path:

@@ -206,6 +206,7 @@ def check_recipe(submission, trainer: str, test, threshold: float, own_net: bool
         accuracy, scored = score(state, test)
     except RuntimeError as e:
         raise AssertionError(f"the trained net's weights do not fit the net it was given ({str(e)[:300]})") from None
+    submission.keep(f"{trainer} {'own net' if own_net else 'template_net'} accuracy", torch.tensor([accuracy]))
     if not own_net:
         submission.keep(f"{trainer} templates", scored.linear_layer.weight, picture="templates")
     assert accuracy >= threshold, (f"trained with {note}, the test accuracy is {accuracy:.3f}; a correct trainer "

@@ -160,8 +160,19 @@ def ensure(name: str, cache: Path | None = None, offline: bool | None = None) ->
     return download(name, cache)
 
 
+_PRELOADED: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def preload(name: str, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Make load(name, split) return these tensors without reading anything (the autograder's
+    workers cannot read the data folders)."""
+    _PRELOADED[(name, split)] = (images, labels)
+
+
 def load(name: str, split: str = "train", cache: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images float32 in [0,1] shaped [N,28,28] and labels int64 shaped [N]."""
+    if (name, split) in _PRELOADED:
+        return _PRELOADED[(name, split)]
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}: choose train or test")
     path = _cache_file(name, split, ensure(name, cache).parent)

@@ -1,0 +1,402 @@
+"""The sandbox holds at every level the grader supports: as root (namespaces), as an unprivileged
+user (namespaces in a user namespace), and as root without CAP_SYS_ADMIN (a uid of its own, as
+in Docker or Gradescope).
+
+For each level, one class of hostile submissions is graded through the command line, run as that
+user; each test then reads that run's results. An attack "gains" when its unit scores: a thief's
+softmax is right only if it could read nothing it must not, a forger's only if it could write
+nothing of the grader's, a reader's only if nothing another student left reached it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FASHION_IDX, LEVELS, ROOT, code, grade_as, reference_code, shared_folder, write_student
+
+SOFTMAX = reference_code("softmax")
+FULL = {"Linear": 15, "softmax": 15, "one_layer_net": 15, "train_online": 15, "template_update": 15,
+        "train_minibatch": 25}
+MARK = "autograder-test-4242"  # a daemon's command line, to find it afterwards
+
+
+def honest_softmax_if(condition: str, before: str = "") -> str:
+    """The reference softmax, but it returns x (wrong) when `condition` holds at call time."""
+    return code(before) + SOFTMAX.replace("def softmax(x, dim=-1):", f"def softmax(x, dim=-1):\n    if {condition}:\n"
+                                          "        return x", 1)
+
+
+def thief(targets: list[str]) -> str:
+    return honest_softmax_if("_found", f"""
+        import glob, os
+        _found = []
+        for _pattern in {targets!r}:
+            for _path in glob.glob(_pattern, recursive=True)[:500] or [_pattern]:
+                if _path.startswith(f"/proc/{os.getpid()}/"):
+                    continue  # its own environment is no secret
+                try:
+                    if os.path.isdir(_path):
+                        if os.listdir(_path):
+                            _found.append(_path)
+                    else:
+                        with open(_path, "rb") as _f:
+                            if _f.read(64):
+                                _found.append(_path)
+                except OSError:
+                    pass
+        print("readable:", _found)
+        """)
+
+
+def forger(targets: list[str]) -> str:
+    return honest_softmax_if("_written", f"""
+        import os
+        _written = []
+        for _path in {targets!r}:
+            try:
+                with open(_path, "a") as _f:
+                    _f.write("FORGED")
+                _written.append(_path)
+            except OSError:
+                pass
+        print("written:", _written)
+        """)
+
+
+PERSIST_WRITE = code("""
+    import ctypes, os
+    for _path in ("/tmp/left-by-a", "/var/tmp/left-by-a", "/dev/shm/left-by-a", "/run/lock/left-by-a", "left-by-a"):
+        try:
+            with open(_path, "w") as _f:
+                _f.write("secret")
+            os.chmod(_path, 0o666)
+        except OSError:
+            pass
+    try:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _id = _libc.shmget(0x4242, 4096, 0o1666)  # IPC_CREAT | 0666
+        if _id >= 0:
+            _libc.shmat.restype = ctypes.c_void_p
+            ctypes.memmove(_libc.shmat(_id, None, 0), b"secret", 6)
+    except Exception:
+        pass
+    """) + SOFTMAX
+PERSIST_READ = honest_softmax_if("_seen()", """
+    import ctypes, glob, os, time
+    def _seen():
+        for _ in range(30):  # the writer may be graded at the same time, in the other job
+            if any(glob.glob(p) for p in ("/tmp/left-by-a", "/var/tmp/left-by-a", "/dev/shm/left-by-a",
+                                           "/run/lock/left-by-a", "/tmp/*/left-by-a")):
+                return True
+            _libc = ctypes.CDLL(None, use_errno=True)
+            if _libc.shmget(0x4242, 0, 0) >= 0:
+                return True
+            time.sleep(0.1)
+        return False
+    """)
+KILLER = code("""
+    import os, signal
+    for _target in (lambda: os.kill(-1, signal.SIGKILL), lambda: os.killpg(0, signal.SIGKILL),
+                    lambda: os.kill(os.getppid(), signal.SIGKILL)):
+        try:
+            _target()
+        except OSError:
+            pass
+    """) + SOFTMAX
+DAEMON = code(f"""
+    import os, sys
+    if os.fork() == 0:
+        try:
+            os.setsid()
+        except OSError:
+            pass
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(300)", "{MARK}"])
+        os._exit(0)
+    """) + SOFTMAX
+PLANTER = code("""
+    import os, signal
+    for _folder in (os.getcwd(), os.path.expanduser("~"), "/tmp", "/"):
+        try:
+            os.makedirs(os.path.join(_folder, "autograder"), exist_ok=True)
+            for _name in ("__init__.py", "worker.py", "harness.py"):
+                with open(os.path.join(_folder, "autograder", _name), "w") as _f:
+                    _f.write("print('PLANTED')\\nraise SystemExit('PLANTED')\\n")
+        except OSError:
+            pass
+    try:
+        os.kill(os.getppid(), signal.SIGKILL)  # so that the server restarts, if it can
+    except OSError:
+        pass
+    """) + SOFTMAX
+HONEST_PRINTER = code("""
+    import matplotlib.pyplot as plt
+    from tqdm.auto import tqdm
+    def softmax(x, dim=-1):
+        print("input:", x)
+        for _ in tqdm(range(3), desc="thinking"):
+            pass
+        fig, ax = plt.subplots()
+        ax.plot(x.flatten().tolist())
+        plt.close(fig)
+        e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+        return e / e.sum(dim=dim, keepdim=True)
+    """)
+HONEST_TRAINER = reference_code("train_online").replace("    for step in range(n_iter):", """\
+    from tqdm.auto import tqdm
+    print("training on", data.shape, data.dtype)
+    for step in tqdm(range(n_iter)):""")
+ATTACKS = {
+    "exit_in_call": (["lab02"], {"softmax": "import sys\ndef softmax(x, dim=-1):\n    sys.exit(3)\n"}),
+    "os_exit_at_import": (["lab02", "lab03"], {"softmax": "import os\nos._exit(1)\n" + SOFTMAX}),
+    "sleeper": (["lab02", "lab03"], {"softmax": "import time\ntime.sleep(1000)\n" + SOFTMAX}),
+    "spinner": (["lab02"], {"softmax": "def softmax(x, dim=-1):\n    while True:\n        pass\n"}),
+    "memory_hog": (["lab02"], {"softmax": code("""
+        def softmax(x, dim=-1):
+            hoard = [torch.ones(2**28) for _ in range(20)]  # 20 GiB, a piece at a time
+            return x
+        """)}),
+    "fork_flood": (["lab02"], {"softmax": code("""
+        import os, time
+        def softmax(x, dim=-1):
+            for _ in range(300):  # bounded: if the sandbox failed, the machine still survives
+                try:
+                    if os.fork() == 0:
+                        time.sleep(30)
+                        os._exit(0)
+                except OSError:
+                    break
+            return x
+        """)}),
+    "print_flood": (["lab02"], {"softmax": code("""
+        def softmax(x, dim=-1):
+            print("x" * (200 * 2**20))
+            e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+            return e / e.sum(dim=dim, keepdim=True)
+        """)}),
+    "channel_garbage": (["lab02"], {"softmax": code("""
+        import os, stat
+        def softmax(x, dim=-1):
+            for fd in range(3, 64):  # whatever socket it can find: the channel to the grader
+                try:
+                    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                        os.write(fd, (12).to_bytes(8, "big") + b"not a reply!")
+                except OSError:
+                    pass
+            return x
+        """)}),
+    "killer": (["lab02"], {"softmax": KILLER}),
+    "daemon": (["lab02"], {"softmax": DAEMON}),
+    "planter": (["lab02"], {"softmax": PLANTER}),
+    "persist_a_writer": (["lab02"], {"softmax": PERSIST_WRITE}),
+    "persist_b_reader": (["lab02"], {"softmax": PERSIST_READ}),
+    "honest_printer": (["lab02", "lab04"], {"softmax": HONEST_PRINTER, "train_online": HONEST_TRAINER}),
+}
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """A TCP server on the loopback: no worker may reach it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+def build_class(root: Path, listener_port: int, out: Path) -> Path:
+    class_dir = root / "class"
+    write_student(class_dir, "reference")
+    for student, (labs, replaced) in ATTACKS.items():
+        write_student(class_dir, student, labs, replaced)
+    secrets = [str(ROOT / "source" / "**" / "*.ipynb"), str(ROOT / ".git" / "config"),
+               str(ROOT / "autograder" / "checks" / "*.py"), str(FASHION_IDX / "t10k-labels-idx1-ubyte.gz"),
+               os.environ["AUTOGRADER_DATA"] + "/**/*.npz", str(class_dir / "reference" / "*.ipynb"),
+               str(out / "*"), "/root/*", "/home/*", "/proc/[0-9]*/environ"]
+    write_student(class_dir, "thief", ["lab02"], {"softmax": thief(secrets)})
+    write_student(class_dir, "forger", ["lab02"], {"softmax": forger(
+        [str(out / "grades.csv"), str(out / "gradebook.sqlite"), str(out / "reference" / "results.json"),
+         str(ROOT / "course.toml"), str(class_dir / "reference" / "softmax_exercise.ipynb")])})
+    write_student(class_dir, "network", ["lab02"], {"softmax": honest_softmax_if("_reached()", f"""
+        import socket
+        def _reached():
+            try:
+                socket.create_connection(("127.0.0.1", {listener_port}), timeout=2).sendall(b"leaked")
+                return True
+            except OSError:
+                return False
+        """)})
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return class_dir
+
+
+@pytest.fixture(scope="module", params=list(LEVELS))
+def graded(request, shared_tmp, datasets, listener, modes_restored):
+    level = request.param
+    root = shared_tmp / f"sandbox-{level}"
+    root.mkdir()
+    out = shared_folder(root / "out")
+    env = {"AUTOGRADER_DATA": str(datasets / "cache"), "AUTOGRADER_IDX_PATH": str(datasets / "idx"),
+           "AUTOGRADER_OFFLINE": "1"}
+    os.environ.update(env)  # build_class names the cache
+    class_dir = build_class(root, listener.getsockname()[1], out)
+    started = time.monotonic()
+    done = grade_as(level, ["grade", str(class_dir), "--out", str(out), "-j", "2", "--device", "cpu", "--min-wall", "20"],
+                    env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "grades.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    return {"level": level, "rows": rows, "out": out, "stderr": done.stderr, "seconds": time.monotonic() - started}
+
+
+def score(graded, student: str, unit: str) -> float:
+    value = graded["rows"][student][unit]
+    return float(value) if value else 0.0
+
+
+def messages(graded, student: str) -> str:
+    data = json.loads((graded["out"] / student / "results.json").read_text())
+    return " | ".join(t["output"] for t in data["tests"] if t["status"] == "failed")
+
+
+def test_the_level_is_the_one_expected_and_printed(graded):
+    expected = {"root": "sandbox: namespaces", "unprivileged": "sandbox: namespaces", "no_sys_admin": "sandbox: uid"}
+    assert expected[graded["level"]] in graded["stderr"]
+    if graded["level"] == "unprivileged":
+        assert "user namespace" in graded["stderr"]
+
+
+def test_reference_gets_full_marks(graded):
+    row = graded["rows"]["reference"]
+    assert {u: float(row[u]) for u in FULL} == FULL and row["status"] == "ok", messages(graded, "reference")
+
+
+def test_printing_plotting_and_progress_bars_cost_nothing(graded):
+    assert score(graded, "honest_printer", "softmax") == 15, messages(graded, "honest_printer")
+    assert score(graded, "honest_printer", "train_online") == 15, messages(graded, "honest_printer")
+
+
+def test_a_worker_reads_nothing_of_the_course_the_data_the_output_or_other_students(graded):
+    assert score(graded, "thief", "softmax") == 15, messages(graded, "thief")
+
+
+def test_a_worker_writes_nothing_of_the_grader(graded):
+    assert score(graded, "forger", "softmax") == 15, messages(graded, "forger")
+    assert "FORGED" not in (ROOT / "course.toml").read_text()
+    for path in graded["out"].rglob("*"):
+        assert not path.is_file() or b"FORGED" not in path.read_bytes(), path
+
+
+def test_nothing_a_student_leaves_reaches_another(graded):
+    # Both reach for SysV shared memory through ctypes, which also fails their rule check (2 points).
+    for student in ("persist_a_writer", "persist_b_reader"):
+        assert score(graded, student, "softmax") == 13, messages(graded, student)
+        assert "review: softmax uses import ctypes" in graded["rows"][student]["status"]
+    leftovers = [p for p in ("/tmp/left-by-a", "/var/tmp/left-by-a", "/dev/shm/left-by-a", "/run/lock/left-by-a")
+                 if os.path.exists(p)]
+    assert leftovers == []
+
+
+def test_no_network(graded, listener):
+    assert score(graded, "network", "softmax") == 15, messages(graded, "network")
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
+def test_killing_everything_it_can_harms_no_one_else(graded):
+    # Whether the killer survives its own kill(-1) depends on the level; no one else is harmed.
+    assert graded["rows"]["reference"]["total"] == "100"
+    assert score(graded, "daemon", "softmax") == 15
+
+
+def test_a_daemon_does_not_outlive_its_worker(graded):
+    book = graded["out"] / "gradebook.sqlite"
+    assert book.is_file()
+    left = [p for p in os.listdir("/proc") if p.isdigit() and MARK in _cmdline(p)]
+    assert left == []
+
+
+def test_a_planted_module_never_runs(graded):
+    assert score(graded, "planter", "softmax") == 15, messages(graded, "planter")
+    for path in graded["out"].rglob("*"):
+        assert not path.is_file() or b"PLANTED" not in path.read_bytes(), path
+
+
+def test_a_sleeping_import_costs_its_own_lab_within_the_backstop(graded):
+    assert score(graded, "sleeper", "softmax") == 0 and score(graded, "sleeper", "one_layer_net") == 15
+    assert "within" in messages(graded, "sleeper")
+
+
+def test_a_spinning_call_is_stopped_by_its_cpu_limit(graded):
+    assert score(graded, "spinner", "softmax") == 0
+    assert "CPU time" in messages(graded, "spinner")
+
+
+def test_exits_cost_only_their_own_unit_or_lab(graded):
+    assert score(graded, "exit_in_call", "softmax") == 0 and "SystemExit" in messages(graded, "exit_in_call")
+    assert score(graded, "os_exit_at_import", "softmax") == 0
+    assert score(graded, "os_exit_at_import", "one_layer_net") == 15
+
+
+def test_memory_and_process_floods_are_stopped(graded):
+    assert score(graded, "memory_hog", "softmax") == 0 and "memory" in messages(graded, "memory_hog")
+    assert score(graded, "fork_flood", "softmax") == 0
+
+
+def test_an_output_flood_is_dropped_and_grading_goes_on(graded):
+    assert score(graded, "print_flood", "softmax") == 15
+
+
+def test_garbage_on_the_channel_fails_the_check_that_read_it(graded):
+    assert score(graded, "channel_garbage", "softmax") == 0 and "garbage" in messages(graded, "channel_garbage")
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+    except OSError:
+        return ""
+
+
+def _run_processes() -> list[str]:
+    """Processes of a grading run: its servers, workers, and a test daemon."""
+    return [p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())
+            and ("autograder.worker" in _cmdline(p) or "autograder.harness" in _cmdline(p) or MARK in _cmdline(p))]
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_kill_9_of_the_grader_leaves_no_process(level, shared_tmp, datasets, modes_restored):
+    tmp_path = shared_tmp / f"kill-{level}"
+    class_dir = tmp_path / "class"
+    for i in range(4):
+        write_student(class_dir, f"s{i}", ["lab02"], {"softmax": DAEMON.replace(SOFTMAX, "import time\ntime.sleep(300)\n")})
+    subprocess.run(["chmod", "-R", "a+rX", str(tmp_path)], check=True)
+    out = shared_folder(tmp_path / "out")
+    wrapper, sandbox = LEVELS[level]  # grade_as waits; this grader is killed mid-way
+    env = {**os.environ, "AUTOGRADER_DATA": str(datasets / "cache"), "AUTOGRADER_IDX_PATH": str(datasets / "idx"),
+           "AUTOGRADER_OFFLINE": "1", "HOME": "/tmp"}
+    grader = subprocess.Popen([*wrapper, sys.executable, "-m", "autograder", "--course", str(ROOT), "grade",
+                               str(class_dir), "--out", str(out), "-j", "2", "--sandbox", sandbox, "-q"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(MARK in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()):
+            time.sleep(0.2)
+        assert any(MARK in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()), "no worker started in time"
+    finally:
+        os.kill(grader.pid, signal.SIGKILL)  # the grader only; what it started must follow
+        grader.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _run_processes():
+        time.sleep(0.2)
+    assert _run_processes() == []
