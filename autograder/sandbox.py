@@ -289,11 +289,14 @@ class Server:
         # python -I from an empty folder of its own: nothing planted in a working folder or the
         # environment is imported. The server leaves and removes the folder once it has loaded.
         self.empty = tempfile.mkdtemp(prefix="autograder-server-")
+        # malloc in transparent huge pages: a fork copies a 2 MiB page table entry where it would
+        # copy 512, so a worker forks several times faster from the big warm server.
+        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-m", "autograder.worker", str(theirs.fileno())], cwd=self.empty,
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=lambda: confine.die_with_parent(None))
+                env={**os.environ, "GLIBC_TUNABLES": tunables}, preexec_fn=lambda: confine.die_with_parent(None))
         finally:
             theirs.close()
         s = settings(self.level, self.limits, self.protected)

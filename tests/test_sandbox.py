@@ -394,7 +394,10 @@ def test_kill_9_of_the_grader_leaves_no_process(level, shared_tmp, datasets, mod
             time.sleep(0.2)
         assert any(MARK in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()), "no worker started in time"
     finally:
-        os.kill(grader.pid, signal.SIGKILL)  # the grader only; what it started must follow
+        # The grader only (not the wrapper that started it); what it started must follow.
+        for pid in [p for p in os.listdir("/proc") if p.isdigit() and f"grade {class_dir} " in _cmdline(p)]:
+            os.kill(int(pid), signal.SIGKILL)
+        grader.kill()
         grader.wait()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and _run_processes():

@@ -98,13 +98,17 @@ def check_steps(submission, trainer: str, lr: float, batch: int, steps: int, **k
     W0 = torch.zeros(CLASSES, PIXELS)
     W = _weights(submission, trainer, W0, data, labels, lr=lr, n_iter=steps, **kwargs)
     count, off = uses(W0, W, labels, lr / batch)
-    touched = int((count > 0).sum())
+    moved = (W - W0)[:, :200].abs().sum(0) > 0
+    touched = int(moved.sum())
     settings = ", ".join(f"{k}={v}" for k, v in {"lr": lr, **kwargs, "n_iter": steps}.items())
     assert touched > 0, f"after {trainer}({settings}) the templates did not change at all"
-    assert off[count > 0].max() < 0.25, (
+    grew = (W - W0)[:, :200].argmax(0)
+    assert not (moved & (grew != labels)).any(), \
+        f"after {trainer}({settings}) some pictures were learned with another picture's label"
+    assert off[moved].max() < 0.25 and (count[moved] > 0).all(), (
         f"after {trainer}({settings}) the templates moved by amounts that are not whole steps of lr"
-        + (f" / bs = {lr / batch:g}: the loss should be the mean over the batch (F.nll_loss's default)"
-           if batch > 1 else f" = {lr:g}: one SGD step of size lr per picture"))
+        + (f" / bs = {lr / batch:g}: each step should take bs pictures, with the mean loss over the batch "
+           "(F.nll_loss's default)" if batch > 1 else f" = {lr:g}: one SGD step of size lr per picture"))
     used = int(count.sum())
     assert used == batch * steps, (
         f"{trainer}({settings}) should use {steps} x {batch} = {steps * batch} pictures in all; the templates show "
