@@ -42,10 +42,12 @@ UID_BASE = 200_000  # a root grader runs the worker whose first process is P as 
 # Per architecture: (seccomp audit arch, syscall numbers we use).
 _ARCH = {
     "x86_64": (0xC000003E, {"pivot_root": 155, "seccomp": 317, "socket": 41, "shmget": 29, "msgget": 68,
+                            "memfd_create": 319,
                             "semget": 64, "mq_open": 240, "setsid": 112, "setpgid": 109, "capset": 126,
                             "landlock_create_ruleset": 444, "landlock_add_rule": 445,
                             "landlock_restrict_self": 446}),
     "aarch64": (0xC00000B7, {"pivot_root": 41, "seccomp": 277, "socket": 198, "shmget": 194, "msgget": 186,
+                             "memfd_create": 279,
                              "semget": 190, "mq_open": 180, "setsid": 157, "setpgid": 154, "capset": 91,
                              "landlock_create_ruleset": 444, "landlock_add_rule": 445,
                              "landlock_restrict_self": 446}),
@@ -266,14 +268,16 @@ def landlock_restrict(ruleset: int) -> None:
         os.close(ruleset)
 
 
-def seccomp(keep_session: bool) -> None:
-    """A filter: only AF_UNIX sockets; no SysV or POSIX message IPC (shared between users);
-    with `keep_session`, no setsid/setpgid, so that every process stays in the worker's session."""
+def seccomp(unix_sockets_only: bool, keep_session: bool) -> None:
+    """A filter: no memory outside files and processes the limits see (memfd, SysV shared
+    memory) and no SysV or POSIX message IPC; with `unix_sockets_only`, no other sockets than
+    AF_UNIX (where there is no network namespace); with `keep_session`, no setsid/setpgid, so
+    that every process stays in the worker's session."""
     if ARCH is None:
         raise ConfinementError(f"seccomp: not supported on {platform.machine()}")
     EPERM = 0x00050000 | 1  # SECCOMP_RET_ERRNO | EPERM
     ALLOW, KILL = 0x7FFF0000, 0x80000000  # SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
-    denied = [SYSCALLS[n] for n in ("shmget", "msgget", "semget", "mq_open")]
+    denied = [SYSCALLS[n] for n in ("shmget", "msgget", "semget", "mq_open", "memfd_create")]
     if keep_session:
         denied += [SYSCALLS["setsid"], SYSCALLS["setpgid"]]
 
@@ -285,9 +289,9 @@ def seccomp(keep_session: bool) -> None:
         prog += [op(JSET, 0, 1, 0x40000000), op(RET, 0, 0, KILL)]  # the x32 ABI, another way in
     for number in denied:
         prog += [op(JEQ, 0, 1, number), op(RET, 0, 0, EPERM)]
-    # socket(): AF_UNIX (args[0] == 1, its low word at offset 16) is allowed, any other family not.
-    prog += [op(JEQ, 0, 3, SYSCALLS["socket"]), op(LD, 0, 0, 16), op(JEQ, 1, 0, 1), op(RET, 0, 0, EPERM),
-             op(RET, 0, 0, ALLOW)]
+    if unix_sockets_only:  # socket(): AF_UNIX (args[0] == 1, its low word at offset 16) only
+        prog += [op(JEQ, 0, 3, SYSCALLS["socket"]), op(LD, 0, 0, 16), op(JEQ, 1, 0, 1), op(RET, 0, 0, EPERM)]
+    prog += [op(RET, 0, 0, ALLOW)]
     code = b"".join(prog)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("=HxxxxxxQ", len(code) // 8, ctypes.addressof(buffer))
@@ -355,7 +359,8 @@ class Level:
         if self.name == "uid":
             return ("uid: a uid of its own per worker, seccomp, "
                     + (f"Landlock (ABI {self.landlock}) allow-list" if self.landlock else
-                       "what it must not read made unreadable to it"))
+                       "the course, data, submissions and output made unreadable to it (no Landlock here: "
+                       "whatever else every user may read on this machine, a worker may read too)"))
         return "none: no isolation (--no-sandbox); student code can read and change what the grader can"
 
 
@@ -382,11 +387,12 @@ def worker_uid(pid: int) -> int | None:
     return UID_BASE + pid if os.geteuid() == 0 else os.geteuid()
 
 
-def fork_worker(settings: Settings, run, keep: tuple[int, ...] = (), output: int | None = None
-                ) -> tuple[int, int | None]:
+def fork_worker(settings: Settings, run, keep: tuple[int, ...] = (), output: int | None = None,
+                cgroup: tuple[str, ...] = ()) -> tuple[int, int | None]:
     """Fork a worker confined by `settings` that calls `run(error)` once confined (`error`: why
-    confinement failed, or None) and exits. It keeps only the file descriptors in `keep`, with
-    `output` as its stdout and stderr and /dev/null as stdin. Returns its first pid and its uid."""
+    confinement failed, or None) and exits. It joins `cgroup` (cgroup.procs files) first, keeps
+    only the file descriptors in `keep`, with `output` as its stdout and stderr and /dev/null as
+    stdin. Returns its first pid and its uid."""
     to_parent_r, to_parent_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
     parent = os.getpid()
@@ -414,6 +420,9 @@ def fork_worker(settings: Settings, run, keep: tuple[int, ...] = (), output: int
                 if os.read(to_child_r, 1) != b"k":
                     raise ConfinementError("the user namespace could not be mapped")
             try:
+                for procs in cgroup:  # before anything else, so that everything it does is counted
+                    with open(procs, "w") as f:
+                        f.write("0")
                 _confine(settings, parent, handshake)
                 error = None
             except (ConfinementError, OSError) as e:
@@ -471,6 +480,7 @@ def _confine(settings: Settings, parent: int, handshake) -> None:
         die_with_parent(None)  # the parent is outside this PID namespace: getppid() says 0
         home = "/tmp"
         finish(settings.file_bytes, settings.cpu_seconds, settings.processes)
+        seccomp(unix_sockets_only=False, keep_session=False)
     else:
         home = worker_folder(settings, os.getpid())
         os.mkdir(home, 0o700)
@@ -485,6 +495,6 @@ def _confine(settings: Settings, parent: int, handshake) -> None:
         else:
             die_with_parent(parent)
             finish(settings.file_bytes, settings.cpu_seconds, None)
-        seccomp(keep_session=level.name == "none")
+        seccomp(unix_sockets_only=True, keep_session=level.name == "none")
     os.chdir(home)
     scrub_environment(home, settings.threads)

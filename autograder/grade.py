@@ -151,6 +151,7 @@ def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool 
         todo = {s: ls for s, ls in todo.items() if ls}
         if todo:
             spec = {"course": str(course.root), "gradebook": str(out / GRADEBOOK), "device": run.device,
+                    "secret": os.urandom(16).hex(),
                     "level": asdict(run.level), "limits": asdict(run.limits), "labs": labs, "todo": todo,
                     "units": {lab.name: list(lab.units) for lab in course.labs}, "public_only": run.public_only,
                     "costs": reference.costs if reference else {},

@@ -17,6 +17,7 @@ rendered here: reports.py does that from the gradebook.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -27,9 +28,9 @@ import pytest
 import torch
 
 from . import rules
-from .course import Course
+from .course import Course, secret_class_order
 from .gradebook import Gradebook
-from .messages import Build, Call, Load, Outcome, TrainingSet
+from .messages import Build, Call, Confined, Load, Loaded, Outcome, SetupDone, TrainingSet
 from .confine import Level
 from .sandbox import Limits, Server, Worker, WorkerFailure
 
@@ -86,6 +87,23 @@ def lab_run(request, student):
                    "notebook": code.get("notebook")}
     if not run.faulted:
         grading.record(student, lab, run, summary)
+
+
+@pytest.fixture(scope="session")
+def class_order(request):
+    """order(n): the run's secret renaming of n classes (the workers' training labels are renamed
+    by it, so weights fitted anywhere but on them score by chance)."""
+    return lambda n: secret_class_order(_grading(request).spec["secret"], n)
+
+
+@pytest.fixture(autouse=True)
+def secret_inputs(request) -> None:
+    """Seed every check's random inputs from a secret of the run and the check's id (its student
+    included): what a check sends cannot be known, nor recorded by one submission for another."""
+    grading = _grading(request)
+    if grading is not None:
+        digest = hashlib.sha256(f"{grading.spec['secret']}:{request.node.nodeid}".encode()).digest()
+        torch.manual_seed(int.from_bytes(digest[:8], "big"))
 
 
 @pytest.fixture
@@ -166,20 +184,23 @@ class LabRun:
                 worker = self.server.worker()
             except (OSError, RuntimeError) as e:
                 self.fault(f"{e}")
-            load = Load(setup=tuple(extra.get("setup", ())) + tuple(self.code["setup"]),
-                        units={**self.code["units"], **extra.get("units", {})})
+            cpu, wall = self.limits.budget(self.costs.get(LOAD))
             try:
-                loaded = worker.exchange(load, "loading the notebook's code", *self.limits.budget(self.costs.get(LOAD)))
+                # No student code has run before these two replies: they can be believed.
+                confined = worker.exchange(None, Confined, "starting", cpu, wall)
+                if confined.error:
+                    self.fault(f"the worker's sandbox could not be set up ({confined.error})")
+                load = Load(setup=tuple(extra.get("setup", ())) + tuple(self.code["setup"]),
+                            units={**self.code["units"], **extra.get("units", {})})
+                setup = worker.exchange(load, SetupDone, "running the provided cells", cpu, wall)
+                if setup.error:
+                    self.fault(f"the provided cells failed ({setup.error})")
+                loaded = worker.exchange(None, Loaded, "loading the notebook's code", cpu - worker.cpu_used, wall)
                 self.load_cpu = max(self.load_cpu, worker.cpu_used)
             except WorkerFailure as e:
                 self.workers[key] = (worker, {})
                 self._retire(key)
                 self.problem = f"the notebook's code could not be loaded: {e}"
-                pytest.fail(self.problem, pytrace=False)
-            if loaded.sandbox_error:
-                self.fault(f"the worker's sandbox could not be set up ({loaded.sandbox_error})")
-            if loaded.setup_error:
-                self.problem = f"grader fault: the provided cells failed ({loaded.setup_error})"
                 pytest.fail(self.problem, pytrace=False)
             self.workers[key] = (worker, dict(loaded.errors))
         return self.workers[key]
@@ -223,7 +244,7 @@ class UnitUnderTest:
         cpu, wall = self._budget
         try:
             outcome = worker.exchange(Call(target, args, kwargs, grad, tuple(requires_grad), backward, on_device, seed),
-                                      f"the check of {self.unit}", cpu - self._grading.cpu_spent(self._item),
+                                      Outcome, f"the check of {self.unit}", cpu - self._grading.cpu_spent(self._item),
                                       wall - (time.monotonic() - self._started))
         except WorkerFailure as e:
             pytest.fail(_cap(str(e)), pytrace=False)
@@ -233,6 +254,19 @@ class UnitUnderTest:
             name = what or (target if isinstance(target, str) else f"{target.cls}(...)")
             pytest.fail(f"{name} raised {_cap(outcome.error)}", pytrace=False)
         return outcome
+
+    def class_order(self, n: int) -> torch.Tensor:
+        return secret_class_order(self._grading.spec["secret"], n)
+
+    def check_passed(self, name: str) -> bool:
+        """Whether the check `name` of this lab passed earlier in this run."""
+        done = self._grading.pending[(self.student, self._run.lab)]["checks"]
+        return any(c["check"] == name and c["passed"] for c in done)
+
+    @staticmethod
+    def draw_seed() -> int:
+        """A seed for the worker's own random draws, drawn like every input of a check."""
+        return int(torch.randint(0, 2**31 - 1, ()))
 
     def passed(self, unit: str) -> bool:
         """Whether `unit` (of another lab) passed all its checks in this run."""
@@ -267,7 +301,7 @@ class Grading:
         self.costs: dict[str, dict[str, float]] = spec.get("costs", {})
         # Started now, so that it warms up while pytest collects the checks.
         self.server = Server(Path(spec["course"]), Level(**spec["level"]), self.limits, self.device_name,
-                             [Path(p) for p in spec["protected"]])
+                             [Path(p) for p in spec["protected"]], spec["secret"])
         self.pending: dict[tuple[str, str], dict] = {}
         self._cpu: dict[str, float] = {}
 

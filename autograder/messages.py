@@ -46,6 +46,7 @@ class GarbageReply(ChannelError):
 class Start:
     """What the server loads and how it confines every worker (see confine.py)."""
     course: str
+    secret: str  # the run's secret: the workers' training labels name the classes in its order
     level: str
     userns: bool
     landlock: int
@@ -60,7 +61,9 @@ class Start:
 
 @dataclass(frozen=True)
 class Spawn:
-    """Fork a worker (its channel and output pipe travel beside this message)."""
+    """Fork a worker (its channel and output pipe travel beside this message), in the cgroup
+    whose cgroup.procs files are `cgroup` (empty where there is none)."""
+    cgroup: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,21 @@ class Call:
 # ---- worker -> grader ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Confined:
+    """The worker's first word, before any cell runs: why its confinement failed, or None."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SetupDone:
+    """After the provided cells, before any student cell: why they failed, or None."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Loaded:
-    """Which unit cells raised (None when a cell ran), or why the setup or the sandbox failed."""
+    """After the student's unit cells: which raised what (None when a cell ran)."""
     errors: dict[str, str | None]
-    setup_error: str | None = None
-    sandbox_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,9 +157,11 @@ class Outcome:
     error: str | None = None
 
 
-MESSAGES = {cls.__name__: cls for cls in (Start, Spawn, Spawned, Ready, Load, Build, TrainingSet, Call, Loaded,
-                                          ModuleState, Outcome)}
-FROM_WORKER = (Loaded, Outcome, ModuleState)  # all a worker may send, nested ones included
+MESSAGES = {cls.__name__: cls for cls in (Start, Spawn, Spawned, Ready, Load, Build, TrainingSet, Call, Confined,
+                                          SetupDone, Loaded, ModuleState, Outcome)}
+# All a worker may send, nested ones included. Confined and SetupDone are believed only as the
+# first words of a worker and of a Load, which no student code can have written before.
+FROM_WORKER = (Confined, SetupDone, Loaded, Outcome, ModuleState)
 FROM_SERVER = (Ready, Spawned)
 
 

@@ -117,7 +117,7 @@ def clean_up(level: str, pid: int, uid: int | None, folder: str | None) -> None:
 
 
 def janitor(commands: int) -> None:
-    """Run in a child of the server: read 'worker LEVEL PID UID FOLDER' lines from `commands`;
+    """Run in a child of the server: read 'LEVEL PID UID CGROUPS FOLDER' lines from `commands`;
     when the server is gone (end of file), clean up after every worker it started."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -128,7 +128,15 @@ def janitor(commands: int) -> None:
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            level, pid, uid, folder = line.decode().split(" ", 3)
-            workers.append((level, int(pid), None if uid == "-" else int(uid), None if folder == "-" else folder))
-    for level, pid, uid, folder in workers:
-        clean_up(level, pid, uid, folder)
+            level, pid, uid, cgroups, folder = line.decode().split(" ", 4)
+            workers.append((level, int(pid), None if uid == "-" else int(uid), [] if cgroups == "-" else
+                            cgroups.split(","), None if folder == "-" else folder))
+    for level, pid, uid, cgroups, folder in workers:
+        if level != "namespaces":
+            clean_up(level, pid, uid, folder)
+        for group in cgroups:
+            for folder in (group, os.path.dirname(group)):  # the worker's, then the run's, once empty
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass

@@ -3,9 +3,9 @@ whether it reaches outside plain code.
 
 The worker is the student's, so a rule such as "written without nn.Linear" can only be judged
 from the source text. Reaching outside plain code (code built from strings, attributes by
-computed name, frames, the garbage collector, sys.modules, ctypes, monkeypatching what the
-cell did not create) could hide anything from the grader, so it is reported as an escape: the
-unit fails its rule checks and a TA is asked to look.
+computed name, frames, the garbage collector, the import system, ctypes, unpickling,
+monkeypatching what the cell did not create) could hide anything from the grader, so it is
+reported as an escape: the unit fails its rule checks and a TA is asked to look.
 """
 from __future__ import annotations
 
@@ -15,20 +15,25 @@ from dataclasses import dataclass
 # Calling these, or passing them around, builds code or reaches objects by computed names.
 DYNAMIC_BUILTINS = {"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "breakpoint",
                     "getattr", "setattr", "delattr", "hasattr"}
-# Importing these reaches the interpreter's insides.
-ESCAPE_MODULES = {"importlib", "gc", "inspect", "ctypes", "_ctypes", "cffi", "builtins", "__builtin__", "code",
-                  "codeop", "runpy", "pdb", "bdb", "autograder", "imp", "pkgutil", "zipimport"}
-# Attributes of frames, tracebacks, code and the import system, and the dunders that open objects up.
+ATTRIBUTE_BUILTINS = {"getattr", "setattr", "delattr", "hasattr"}  # fine with a literal name
+# Modules that reach the interpreter's insides or turn strings into objects, however they are
+# reached: imported, or as an attribute of another module (torch.importlib, os.sys).
+ESCAPE_MODULES = {"importlib", "gc", "inspect", "ctypes", "_ctypes", "cffi", "builtins", "__builtin__", "codeop",
+                  "runpy", "pdb", "bdb", "autograder", "imp", "pkgutil", "zipimport", "pickle", "_pickle", "cPickle",
+                  "marshal", "pydoc", "timeit", "shelve", "dill", "cloudpickle", "sys", "code"}
+IMPORTABLE = {"sys", "code"}  # imported plainly they are harmless; their dangerous parts are named below
+# Attributes of frames, tracebacks, code and the import system, the dunders that open objects up,
+# and the library calls that turn a string into an object.
 ESCAPE_ATTRIBUTES = {
     "_getframe", "settrace", "setprofile", "_current_frames", "meta_path", "path_hooks", "path_importer_cache",
-    "addaudithook", "f_back", "f_locals", "f_globals", "f_code", "f_builtins", "f_trace", "tb_frame", "tb_next",
-    "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "__dict__", "__code__", "__globals__",
-    "__subclasses__", "__builtins__", "__closure__", "__func__", "__bases__", "__mro__", "__base__",
+    "addaudithook", "f_back", "f_locals", "f_globals", "f_code", "f_builtins", "f_trace", "tb_frame",
+    "tb_next", "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "__dict__", "__code__",
+    "__globals__", "__subclasses__", "__builtins__", "__closure__", "__func__", "__bases__", "__mro__", "__base__",
     "__getattribute__", "__getattr__", "__setattr__", "__delattr__", "__reduce__", "__reduce_ex__", "__import__",
     "__loader__", "__spec__", "__traceback__", "__defaults__", "__kwdefaults__", "__wrapped__", "__self__",
-    "__init_subclass__", "__class_getitem__", "__set_name__",
+    "__init_subclass__", "__class_getitem__", "__set_name__", "__class__", "get_field", "CompilationUnit",
+    "locate",
 }
-SYS_ESCAPES = {"modules"}  # sys.modules: only as an attribute of sys
 NAME_GETTERS = {"attrgetter", "methodcaller"}  # operator's getattr in disguise
 # Modules whose objects a cell may configure (plots, progress bars): it changes nothing graded.
 CONFIGURABLE = {"matplotlib", "plt", "pyplot", "tqdm"}
@@ -36,8 +41,9 @@ CONFIGURABLE = {"matplotlib", "plt", "pyplot", "tqdm"}
 
 @dataclass(frozen=True)
 class Facts:
-    """`names`: what the cell takes from libraries (attributes of modules, methods it calls on
-    values other than self, names it imports); `escapes`: how it reaches outside plain code."""
+    """`names`: what the cell takes from libraries (every attribute it reads of anything but
+    self, the names it imports, keyword names, literal names given to getattr); `escapes`: how it
+    reaches outside plain code."""
     names: frozenset[str]
     escapes: tuple[str, ...]
 
@@ -59,7 +65,8 @@ class _Scanner(ast.NodeVisitor):
     def __init__(self, provided: set[str]):
         self.provided = provided  # names the provided cells bind (torch, F, nn, utils, template_net...)
         self.imported: dict[str, str] = {}  # name -> module it was imported from (this cell)
-        self.bound: set[str] = set()  # names the cell binds at top level other than by import
+        self.own: set[str] = set()  # classes and functions the cell defines at top level
+        self.bound: set[str] = set()  # other names the cell binds at top level
         self.escapes: list[str] = []
         self.scopes: list[tuple[set[str], set[str]]] = []  # (locals, aliases of outside objects)
 
@@ -69,7 +76,7 @@ class _Scanner(ast.NodeVisitor):
 
     # -- names and their origins -------------------------------------------------------------
     def _outside(self, name: str) -> bool:
-        """Does `name` (where it is used) denote something the cell did not create?"""
+        """Is `name`, where it is used, something whose attributes the cell may not change?"""
         for local_names, aliases in reversed(self.scopes):
             if name in aliases:
                 return True
@@ -77,13 +84,17 @@ class _Scanner(ast.NodeVisitor):
                 return False
         if name in self.imported:
             return self.imported[name].split(".")[0] not in CONFIGURABLE and name not in CONFIGURABLE
-        return name not in self.bound or name in self.provided
+        if self.scopes:  # a global read inside a function: the cell's own classes and data are its own
+            return name not in self.own and (name not in self.bound or name in self.provided)
+        return name not in self.own  # at top level, only its own classes and functions
 
     def _aliases_outside(self, value: ast.AST) -> bool:
-        """An expression that is an outside object itself (not a call's result): `torch`, `F.softmax`,
-        `(torch, F)`."""
+        """An expression that is an outside object itself (not a call's result): `torch`,
+        `F.softmax`, `(torch, F)`, `type(x)`, `x.__class__`."""
         if isinstance(value, (ast.Tuple, ast.List, ast.Set)):
             return any(self._aliases_outside(v) for v in value.elts)
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "type":
+            return True
         root = _root(value)
         return isinstance(value, (ast.Name, ast.Attribute, ast.Subscript)) and isinstance(root, ast.Name) \
             and root.id != "self" and self._outside(root.id)
@@ -98,7 +109,9 @@ class _Scanner(ast.NodeVisitor):
 
     def _import(self, module: str, bound: str) -> None:
         parts = module.strip(".").split(".")
-        if set(parts) & (ESCAPE_MODULES | ESCAPE_ATTRIBUTES) or (parts[0] == "sys" and set(parts) & SYS_ESCAPES):
+        escapes = (set(parts) & (ESCAPE_MODULES | ESCAPE_ATTRIBUTES | DYNAMIC_BUILTINS)) - (
+            IMPORTABLE if len(parts) == 1 else set())
+        if escapes:
             self.flag(f"import {module.strip('.')}")
         if self.scopes:
             self.scopes[-1][0].add(bound)
@@ -139,15 +152,15 @@ class _Scanner(ast.NodeVisitor):
     def visit_Name(self, node: ast.Name) -> None:
         if not isinstance(node.ctx, ast.Load):
             return
-        if node.id in ("getattr", "hasattr", "setattr", "delattr"):  # not called right here
+        if node.id in ATTRIBUTE_BUILTINS:  # not called right here
             self.flag(f"{node.id} used as a value")
         elif node.id in DYNAMIC_BUILTINS or node.id in ESCAPE_ATTRIBUTES:
             self.flag(node.id)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr in ESCAPE_ATTRIBUTES:
+        if node.attr in ESCAPE_ATTRIBUTES or node.attr in ESCAPE_MODULES - {"code"}:
             self.flag(node.attr)
-        elif node.attr in SYS_ESCAPES and isinstance(node.value, ast.Name) and \
+        elif node.attr in ("modules", "path") and isinstance(node.value, ast.Name) and \
                 self.imported.get(node.value.id, node.value.id).split(".")[0] == "sys":
             self.flag(f"sys.{node.attr}")
         self.generic_visit(node)
@@ -155,19 +168,19 @@ class _Scanner(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
-        if name in ("getattr", "hasattr", "setattr", "delattr") and isinstance(func, ast.Name):
+        if name in ATTRIBUTE_BUILTINS and isinstance(func, ast.Name):
             self._attribute_call(name, node)
             for arg in (*node.args[:1], *node.args[2:], *[k.value for k in node.keywords]):
                 self.visit(arg)
             return
         if name in NAME_GETTERS:
-            literal = all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)
-            if not literal:
+            if not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args):
                 self.flag(f"{name} with a computed name")
             for a in node.args:
-                if isinstance(a, ast.Constant) and isinstance(a.value, str) and \
-                        set(a.value.split(".")) & ESCAPE_ATTRIBUTES:
+                if isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value.split(".")) & ESCAPE_ATTRIBUTES:
                     self.flag(a.value)
+        if any(k.arg == "weights_only" for k in node.keywords):
+            self.flag("weights_only")  # torch.load(..., weights_only=False) unpickles code
         self.generic_visit(node)
 
     def _attribute_call(self, name: str, node: ast.Call) -> None:
@@ -175,13 +188,11 @@ class _Scanner(ast.NodeVisitor):
         if not literal:
             self.flag(f"{name} with a computed name")
             return
-        attribute = node.args[1].value
-        if attribute in ESCAPE_ATTRIBUTES:
-            self.flag(attribute)
-        if name in ("setattr", "delattr"):
-            target = node.args[0]
-            if not (isinstance(target, ast.Name) and target.id == "self"):
-                self.flag(f"{name} on {_dotted(target)}")
+        if node.args[1].value in ESCAPE_ATTRIBUTES | ESCAPE_MODULES:
+            self.flag(node.args[1].value)
+        target = node.args[0]
+        if name in ("setattr", "delattr") and not (isinstance(target, ast.Name) and target.id == "self"):
+            self.flag(f"{name} on {_dotted(target)}")
 
     def _store(self, target: ast.AST) -> None:
         """An assignment or deletion: changing what the cell did not create is monkeypatching."""
@@ -193,10 +204,13 @@ class _Scanner(ast.NodeVisitor):
             return
         root = _root(target)
         if isinstance(root, ast.Name):
-            if root.id != "self" and self._outside(root.id):
+            # A container of its own may take items (history["loss"] = ...); attributes count.
+            changes_attribute = isinstance(target, ast.Attribute) or any(
+                isinstance(n, ast.Attribute) for n in ast.walk(target) if n is not root)
+            if root.id != "self" and self._outside(root.id) and (changes_attribute or root.id in self.imported
+                                                                or root.id in self.provided):
                 self.flag(f"changes {_dotted(target)}")
-        elif isinstance(root, ast.Call) and isinstance(root.func, ast.Lambda) or \
-                isinstance(root, (ast.List, ast.Tuple, ast.Dict, ast.Set)):
+        elif not isinstance(root, ast.Constant):  # (lambda m: m)(torch).x, type(t).clone, [torch][0].x
             self.flag(f"changes {_dotted(target)}")
 
     def visit_Assign(self, node: ast.Assign) -> None:
@@ -237,17 +251,22 @@ class _Scanner(ast.NodeVisitor):
     def _bind(self, target: ast.AST, value: ast.AST) -> None:
         """Note names bound to outside objects themselves (aliases), whose changes count as changes
         of those objects."""
+        if not self._aliases_outside(value):
+            return
         names = [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
-        alias = self._aliases_outside(value)
         if self.scopes:
-            if alias:
-                self.scopes[-1][1].update(names)
-        elif alias:
-            for name in names:
-                self.bound.discard(name)
-                self.imported[name] = "alias"
+            self.scopes[-1][1].update(names)
         else:
-            self.bound.update(names)
+            for name in names:
+                self.imported[name] = "alias"
+
+
+def _walk_outside_functions(node: ast.AST):
+    """ast.walk, without entering function or class bodies."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            yield from _walk_outside_functions(child)
 
 
 def facts(source: str, provided: set[str] = frozenset()) -> Facts:
@@ -260,35 +279,30 @@ def facts(source: str, provided: set[str] = frozenset()) -> Facts:
     scanner = _Scanner(set(provided))
     for node in tree.body:  # top-level names first: a function may use a name bound below it
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            scanner.bound.add(node.name)
+            scanner.own.add(node.name)
         elif not isinstance(node, (ast.Import, ast.ImportFrom)):
             scanner.bound.update(n.id for n in _walk_outside_functions(node)
                                  if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
     scanner.visit(tree)
-    return Facts(frozenset(library_names(tree, set(scanner.imported) | set(provided))), tuple(scanner.escapes))
+    return Facts(frozenset(library_names(tree)), tuple(scanner.escapes))
 
 
-def library_names(tree: ast.AST, modules: set[str]) -> set[str]:
-    """What a cell takes from libraries, for rules like "written from tensor operations":
-    attributes of the modules it can use (`nn.Linear`, `F.linear`, `torch.addmm`), nested
-    attributes (`torch.nn.functional.linear`), methods it calls on values other than self
-    (`x.softmax(...)`), and the names it imports (`from torch.nn.functional import softmax as sm`
-    counts as softmax). Its own names do not count, so a class may name itself."""
-    modules, used = {"torch", *modules}, set()
+def library_names(tree: ast.AST) -> set[str]:
+    """What a cell takes from libraries, for rules like "written from tensor operations": every
+    attribute it reads of anything but self (`nn.Linear`, `F.linear`, `x.softmax`, `f = x.softmax`),
+    the names it imports (`from torch.nn.functional import softmax as sm` counts as softmax),
+    keyword names (`requires_grad=True`), and literal names given to getattr or attrgetter. Its own
+    names do not count, so a class may name itself or keep `self.linear`."""
+    used: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
                 used.update(alias.name.split("."))
-                modules.add(alias.asname or alias.name.split(".")[0])
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
-            used.add(node.attr)
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+        elif isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
             used.add(node.attr)
         elif isinstance(node, ast.Call):
+            used.update(k.arg for k in node.keywords if k.arg)
             func = node.func
-            if isinstance(func, ast.Attribute) and not (isinstance(func.value, ast.Name) and func.value.id == "self"):
-                used.add(func.attr)
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
             strings = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
             if name in ("getattr", "hasattr"):
@@ -296,14 +310,6 @@ def library_names(tree: ast.AST, modules: set[str]) -> set[str]:
             elif name in NAME_GETTERS:
                 used.update(part for s in strings for part in s.split("."))  # attrgetter("softmax")
     return used
-
-
-def _walk_outside_functions(node: ast.AST):
-    """ast.walk, without entering function or class bodies."""
-    yield node
-    for child in ast.iter_child_nodes(node):
-        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            yield from _walk_outside_functions(child)
 
 
 def provided_names(setup: tuple[str, ...]) -> set[str]:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from . import confine, messages, reap
+from .cgroups import Cgroup, Cgroups
 from .confine import Level
-from .messages import Call, Load, Loaded, Outcome
+from .messages import Call, Load
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,8 @@ class Worker:
     """One lab submission's process tree: load its code, then answer calls, each under limits."""
 
     def __init__(self, level: Level, spawned: messages.Spawned, sock: socket.socket, output_fd: int,
-                 limits: Limits):
-        self.level, self.sock, self.limits = level, sock, limits
+                 limits: Limits, cgroup: Cgroup | None):
+        self.level, self.sock, self.limits, self.cgroup = level, sock, limits, cgroup
         self.pid, self.uid, self.folder = spawned.pid, spawned.uid, spawned.folder
         self.reason: str | None = None  # why it was stopped, once it was
         self.stopped_for_time = False
@@ -212,6 +213,17 @@ class Worker:
                 self.output_dropped += len(chunk) - len(chunk[:room])
 
     def _usage(self) -> tuple[float, int, int]:
+        """(CPU seconds, memory bytes, processes): from its cgroup where it has one (where the
+        kernel counts everything), else summed over its processes (RSS, CPU of the living and of
+        the children they reaped)."""
+        if self.cgroup is not None:
+            try:
+                cpu, memory, killed = self.cgroup.usage()
+                if killed:
+                    self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")
+                return cpu, memory, len(self.cgroup.pids())
+            except (OSError, ValueError):
+                pass  # removed meanwhile: the worker is gone
         procs = reap.members(reap.scan(), self.level.name, self.pid, self.uid)
         return sum(p.cpu_seconds for p in procs), sum(p.rss_bytes for p in procs), len(procs)
 
@@ -231,6 +243,8 @@ class Worker:
     def kill(self, reason: str, for_time: bool = False) -> None:
         if self.reason is None:
             self.reason, self.stopped_for_time = reason, for_time
+        if self.cgroup is not None:
+            self.cgroup.kill()
         reap.kill_all(self.level.name, self.pid, self.uid)
         self.sock.close()
 
@@ -240,10 +254,12 @@ class Worker:
             self.reason = "closed"
         self.sock.close()
         reap.clean_up(self.level.name, self.pid, self.uid, self.folder)
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
-    def exchange(self, message: Load | Call, what: str, cpu_limit: float, wall_limit: float) -> Loaded | Outcome:
-        """Send `message` and wait for its reply, using at most `cpu_limit` CPU seconds and
-        `wall_limit` seconds; WorkerFailure says why there is none."""
+    def exchange(self, message: Load | Call | None, expect: type, what: str, cpu_limit: float, wall_limit: float):
+        """Send `message` (if any) and wait for a reply of type `expect`, using at most
+        `cpu_limit` CPU seconds and `wall_limit` seconds; WorkerFailure says why there is none."""
         if self.reason:
             raise WorkerFailure(f"the submission's process was stopped earlier: it {self.reason}")
         if cpu_limit <= 0 or wall_limit <= 0:
@@ -252,9 +268,9 @@ class Worker:
         self._call = (self._usage()[0], cpu_limit)
         try:
             self.sock.settimeout(wall_limit)
-            messages.send(self.sock, message)
-            reply = messages.receive(self.sock, messages.FROM_WORKER, time.monotonic() + wall_limit)
-            return messages.expect(reply, Loaded if isinstance(message, Load) else Outcome)
+            if message is not None:
+                messages.send(self.sock, message)
+            return messages.expect(messages.receive(self.sock, messages.FROM_WORKER, time.monotonic() + wall_limit), expect)
         except (socket.timeout, TimeoutError):
             self.kill(f"did not finish {what} within {wall_limit:.0f} s", for_time=True)
         except messages.GarbageReply as e:
@@ -275,12 +291,28 @@ class Worker:
 
 # ---- the server ------------------------------------------------------------------------------
 
+# What the server (and so every worker, whose memory keeps the environment it was started with)
+# may know of the grader's environment: where things are, never tokens or passwords.
+SERVER_ENVIRONMENT = ("HOME", "LANG", "LC_ALL", "TZ", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR",
+                      "AUTOGRADER_DATA", "AUTOGRADER_IDX_PATH", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+
+
+def server_environment() -> dict[str, str]:
+    env = {name: os.environ[name] for name in SERVER_ENVIRONMENT if name in os.environ}
+    # malloc in transparent huge pages: a fork copies one page table entry for 2 MiB where it
+    # would copy 512, so a worker forks several times faster from the big warm server.
+    tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
+    return {**env, "PATH": "/usr/bin:/bin", "AUTOGRADER_OFFLINE": "1", "GLIBC_TUNABLES": tunables}
+
+
 class Server:
     """The pre-warmed process that forks workers; restarted if something killed it."""
 
-    def __init__(self, course_root: Path, level: Level, limits: Limits, device: str, protected: list[Path]):
-        self.course_root, self.level, self.limits, self.device = course_root, level, limits, device
+    def __init__(self, course_root: Path, level: Level, limits: Limits, device: str, protected: list[Path],
+                 secret: str):
+        self.course_root, self.level, self.limits, self.device, self.secret = course_root, level, limits, device, secret
         self.protected = sorted({str(Path(p).resolve()) for p in protected})
+        self.cgroups = Cgroups.find(f"autograder-{os.getpid()}")
         self._lock = threading.Lock()
         self._start()
 
@@ -289,18 +321,16 @@ class Server:
         # python -I from an empty folder of its own: nothing planted in a working folder or the
         # environment is imported. The server leaves and removes the folder once it has loaded.
         self.empty = tempfile.mkdtemp(prefix="autograder-server-")
-        # malloc in transparent huge pages: a fork copies a 2 MiB page table entry where it would
-        # copy 512, so a worker forks several times faster from the big warm server.
-        tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-m", "autograder.worker", str(theirs.fileno())], cwd=self.empty,
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "GLIBC_TUNABLES": tunables}, preexec_fn=lambda: confine.die_with_parent(None))
+                env=server_environment(), preexec_fn=lambda: confine.die_with_parent(None))
         finally:
             theirs.close()
         s = settings(self.level, self.limits, self.protected)
-        start = messages.Start(course=str(self.course_root), level=self.level.name, userns=self.level.userns,
+        start = messages.Start(course=str(self.course_root), secret=self.secret, level=self.level.name,
+                               userns=self.level.userns,
                                landlock=self.level.landlock, protected=tuple(self.protected), device=self.device,
                                file_bytes=s.file_bytes, cpu_seconds=s.cpu_seconds, processes=s.processes,
                                scratch_bytes=s.scratch_bytes, threads=s.threads)
@@ -326,18 +356,22 @@ class Server:
                 self._await_ready()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             read_end, write_end = os.pipe()
+            group = self.cgroups.worker(self.limits.memory_bytes, self.limits.processes) if self.cgroups else None
             try:
-                socket.send_fds(self.control, [messages.encode(messages.Spawn())], [theirs.fileno(), write_end])
+                spawn = messages.Spawn(cgroup=group.procs_files if group else ())
+                socket.send_fds(self.control, [messages.encode(spawn)], [theirs.fileno(), write_end])
                 spawned = messages.expect(messages.decode(self.control.recv(1 << 16), messages.FROM_SERVER),
                                           messages.Spawned)
             except BaseException:
                 ours.close()
                 os.close(read_end)
+                if group is not None:
+                    group.remove()
                 raise
             finally:
                 theirs.close()
                 os.close(write_end)
-        return Worker(self.level, spawned, ours, read_end, self.limits)
+        return Worker(self.level, spawned, ours, read_end, self.limits, group)
 
     def close(self) -> None:
         self.control.close()
@@ -346,3 +380,5 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         reap.remove_tree(self.empty)
+        if self.cgroups is not None:
+            self.cgroups.remove()

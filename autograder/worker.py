@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import confine, messages, reap
-from .messages import Build, Call, Load, Loaded, ModuleState, Outcome, TrainingSet
+from .messages import Build, Call, Confined, Load, Loaded, ModuleState, Outcome, SetupDone, TrainingSet
 
 # Taken now, before student code can replace what these names point to.
 _MODULE = torch.nn.Module
@@ -50,26 +50,36 @@ class Dispatcher:
     def __init__(self, data: dict[str, torch.Tensor], device: str):
         self.data, self.device = data, device
         self.namespace: dict[str, Any] = {"__name__": "__main__"}
+        self.defined: dict[str, Any] = {}  # what the grader may call: the provided cells' names and the units
 
-    def load(self, message: Load) -> Loaded:
-        for index, code in enumerate(message.setup):
+    def setup(self, cells: tuple[str, ...]) -> SetupDone:
+        """The provided cells, then a snapshot of what they define."""
+        for index, code in enumerate(cells):
             try:
                 _exec(_compile(code, f"<setup cell {index}>", "exec"), self.namespace)
             except BaseException as e:  # the course's own cell failing is a grader fault, said plainly
-                return Loaded(errors={}, setup_error=_error(e))
+                return SetupDone(_error(e))
+        self.defined = dict(self.namespace)
+        return SetupDone()
+
+    def load(self, units: dict[str, str]) -> Loaded:
+        """Each unit's cell, in order; the grader calls a unit as its own cell left it, not as a
+        later cell may have rebound its name."""
         errors: dict[str, str | None] = {}
-        for unit, code in message.units.items():
+        for unit, code in units.items():
             try:
                 _exec(_compile(code, f"<{unit} cell>", "exec"), self.namespace)
-                errors[unit] = None
+                errors[unit] = None if unit in self.namespace else f"NameError: the cell does not define {unit}"
+                if unit in self.namespace:
+                    self.defined[unit] = self.namespace[unit]
             except BaseException as e:  # SystemExit and KeyboardInterrupt from student code too
                 errors[unit] = _error(e)
         return Loaded(errors=errors)
 
     def _lookup(self, name: str) -> Any:
-        if name not in self.namespace:
+        if name not in self.defined:
             raise NameError(f"{name} is not defined by the notebook's cells")
-        return self.namespace[name]
+        return self.defined[name]
 
     def _build(self, spec: Build, on_device: bool) -> Any:
         obj = self._lookup(spec.cls)(*self._values(spec.args, on_device), **self._values(spec.kwargs, on_device))
@@ -134,11 +144,11 @@ def _report(value: Any) -> Any:
 
 def serve_worker(channel: socket.socket, error: str | None, data: dict[str, torch.Tensor], device: str,
                  threads: int) -> None:
-    """A confined worker: load, then answer calls until the grader closes the channel."""
-    load = messages.expect(messages.receive(channel, (Load,)), Load)
+    """A confined worker: say so, load, then answer calls until the grader closes the channel."""
+    messages.send(channel, Confined(error))
     if error is not None:  # the sandbox is not what it should be: run nothing
-        messages.send(channel, Loaded(errors={}, sandbox_error=error))
         return
+    load = messages.expect(messages.receive(channel, (Load,)), Load)
     torch.set_num_threads(threads)
     for name in [n for n in sys.modules if n == "autograder" or n.startswith("autograder.")]:
         del sys.modules[name]  # the grader's package is not the student's to import
@@ -147,7 +157,11 @@ def serve_worker(channel: socket.socket, error: str | None, data: dict[str, torc
     sys.stderr = err = open(2, "w", buffering=1, closefd=False, errors="replace")
     dispatcher = Dispatcher(data, device)
     send, receive, frame = channel.sendall, messages.receive, messages.frame
-    reply = frame(dispatcher.load(load))
+    done = dispatcher.setup(load.setup)
+    send(frame(done))  # before any student cell runs, so the grader can believe it
+    if done.error is not None:
+        return
+    reply = frame(dispatcher.load(load.units))
     while True:
         for stream in (out, err):
             try:
@@ -190,11 +204,12 @@ def _warm_up() -> None:
 
 
 def _load(start: messages.Start) -> tuple[dict[str, torch.Tensor], confine.Settings]:
-    from .course import Course
+    from .course import Course, secret_class_order
 
     course = Course(Path(start.course))
     helpers = course.helpers()
     images, labels = helpers.load(course.dataset, course.train_split)
+    labels = secret_class_order(start.secret, int(labels.max()) + 1)[labels]
     # The provided cells may load the withheld split by name; in a worker that name gives
     # training pictures: the real ones stay with the grader.
     helpers.preload(course.dataset, course.train_split, images, labels)
@@ -212,10 +227,9 @@ def _load(start: messages.Start) -> tuple[dict[str, torch.Tensor], confine.Setti
         level, plan, start.file_bytes, start.cpu_seconds, start.processes, start.scratch_bytes, start.threads, scratch)
 
 
-def _start_janitor(settings: confine.Settings) -> int | None:
-    """At "uid" and "none", a child that cleans up after every worker once the server is gone."""
-    if settings.level.name == "namespaces":
-        return None  # a worker's processes die with its PID namespace
+def _start_janitor(settings: confine.Settings) -> int:
+    """A child that cleans up after every worker once the server is gone: at "uid" and "none"
+    their processes (at "namespaces" they die with their PID namespace), their folders and cgroups."""
     read, write = os.pipe()
     if os.fork() == 0:
         os.close(write)
@@ -249,17 +263,18 @@ def serve(control: socket.socket) -> None:
             return
         if not packet:
             return
-        messages.expect(messages.decode(packet, (messages.Spawn,)), messages.Spawn)
+        spawn = messages.expect(messages.decode(packet, (messages.Spawn,)), messages.Spawn)
         channel, output = fds
 
         def run(error: str | None) -> None:
             serve_worker(socket.socket(fileno=channel), error, data, start.device, settings.threads)
 
         keep = (channel, output)
-        pid, uid = confine.fork_worker(settings, run, keep=keep, output=output)
+        pid, uid = confine.fork_worker(settings, run, keep=keep, output=output, cgroup=spawn.cgroup)
         folder = confine.worker_folder(settings, pid)
-        if janitor is not None:
-            os.write(janitor, f"{settings.level.name} {pid} {uid if uid is not None else '-'} {folder}\n".encode())
+        cgroups = ",".join(str(Path(procs).parent) for procs in spawn.cgroup) or "-"
+        os.write(janitor, f"{settings.level.name} {pid} {uid if uid is not None else '-'} {cgroups} "
+                          f"{folder or '-'}\n".encode())
         for fd in fds:
             os.close(fd)
         control.send(messages.encode(messages.Spawned(pid=pid, uid=uid, folder=folder)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from autograder.course import find_course
 from autograder.extract import extract
 from autograder.grade import protected_paths
-from autograder.messages import Load
+from autograder.messages import Confined, Load, Loaded, SetupDone
 from autograder.sandbox import Limits, Server, choose_level
 
 
@@ -30,7 +30,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as out:
         protected = protected_paths(course, [], Path(out))
         level = choose_level(args.sandbox, protected)
-        server = Server(course.root, level, Limits(), "cpu", protected)
+        server = Server(course.root, level, Limits(), "cpu", protected, secret="bench")
         try:
             server.worker().close()  # the server's own start (torch, data) is not a worker's
             spawn, ready = [], []
@@ -38,7 +38,9 @@ def main() -> int:
                 started = time.perf_counter()
                 worker = server.worker()
                 forked = time.perf_counter()
-                worker.exchange(Load(code.setup, code.units), "loading", 60, 60)
+                worker.exchange(None, Confined, "starting", 60, 60)
+                worker.exchange(Load(code.setup, code.units), SetupDone, "setting up", 60, 60)
+                worker.exchange(None, Loaded, "loading", 60, 60)
                 done = time.perf_counter()
                 worker.close()
                 spawn.append(forked - started)

@@ -60,6 +60,17 @@ ESCAPES = {
     "importlib": ("import importlib\nm = importlib.import_module('torch')\n", "import importlib"),
     "builtins": ("import builtins\nbuiltins.isinstance = lambda *a: True\n", "import builtins"),
     "a lambda's result": ("(lambda m: m)(torch).exp = None\n", "changes (lambda m: m)(torch).exp"),
+    "a module reached as an attribute": ('torch.builtins.exec("x = 1")\n', "builtins"),
+    "sys reached through os": ('import os\nm = os.sys.modules\n', "sys"),
+    "a class reached through type()": ("def f():\n    T = type(torch.zeros(1))\n    T.clone = None\n", "changes T.clone"),
+    "a call's result changed": ("type(torch.zeros(1)).clone = None\n", "changes type(torch.zeros(1)).clone"),
+    "unpickling": ('import pickle\nf = pickle.loads(b"ctorch\\nsoftmax\\n.")\n', "import pickle"),
+    "pydoc.locate": ('import pydoc\nf = pydoc.locate("torch.soft" + "max")\n', "import pydoc"),
+    "a format field": ('import string\nf = string.Formatter().get_field("0.soft" + "max", [torch], {})\n', "get_field"),
+    "sys.path": ("import sys\nsys.path.insert(0, '/tmp')\n", "sys.path"),
+    "torch.load of code": ("def f(p):\n    return torch.load(p, weights_only=False)\n", "weights_only"),
+    "TorchScript from a string": ('f = torch.jit.CompilationUnit("def f(x): return x")\n', "CompilationUnit"),
+    "a top-level object changed": ("net = template_net(784, 10)\nnet.forward = None\n", "changes net.forward"),
 }
 
 
@@ -80,6 +91,9 @@ def test_each_escape_is_named(source, what):
     ("def f(x):\n    return torch.nn.functional.linear(x, w)\n", "linear"),
     ('f = getattr(F, "linear")\n', "linear"),
     ('from operator import attrgetter\nf = attrgetter("softmax")\n', "softmax"),
+    ("def f(x):\n    g = x.softmax\n    return g(-1)\n", "softmax"),
+    ("f = (F,)[0].linear\n", "linear"),
+    ("def f(W):\n    return torch.tensor(W.tolist(), requires_grad=True)\n", "requires_grad"),
 ])
 def test_library_names_are_found_however_they_are_reached(source, name):
     assert name in facts(source, PROVIDED).names

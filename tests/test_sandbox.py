@@ -177,6 +177,38 @@ ATTACKS = {
                     break
             return x
         """)}),
+    "hidden_cpu": (["lab02"], {"softmax": code("""
+        import signal, subprocess
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # reaped by the kernel: their CPU time counted nowhere
+        def softmax(x, dim=-1):
+            while True:
+                subprocess.Popen(["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"]).wait()
+        """)}),
+    "memfd_hog": (["lab02"], {"softmax": code("""
+        import os
+        _held = []
+        def softmax(x, dim=-1):
+            for _ in range(60):  # 60 x 63 MiB outside the processes' own memory
+                fd = os.memfd_create("hoard")
+                os.ftruncate(fd, 63 * 2**20)
+                os.write(fd, b"x" * (63 * 2**20))
+                _held.append(fd)
+            return x
+        """)}),
+    "forged_frames": (["lab02"], {"softmax": code("""
+        import json, os, stat, struct
+        def _frame(message):
+            header = json.dumps({"body": message, "tensors": []}).encode()
+            body = struct.pack(">I", len(header)) + header
+            return struct.pack(">Q", len(body)) + body
+        for _fd in range(3, 64):  # tell the grader its sandbox or the provided cells failed
+            try:
+                if stat.S_ISSOCK(os.fstat(_fd).st_mode):
+                    os.write(_fd, _frame({"$type": "Confined", "error": "FORGED sandbox failure"}))
+                    os.write(_fd, _frame({"$type": "SetupDone", "error": "FORGED setup failure"}))
+            except OSError:
+                pass
+        """) + SOFTMAX}),
     "print_flood": (["lab02"], {"softmax": code("""
         def softmax(x, dim=-1):
             print("x" * (200 * 2**20))
@@ -351,6 +383,17 @@ def test_exits_cost_only_their_own_unit_or_lab(graded):
 def test_memory_and_process_floods_are_stopped(graded):
     assert score(graded, "memory_hog", "softmax") == 0 and "memory" in messages(graded, "memory_hog")
     assert score(graded, "fork_flood", "softmax") == 0
+    assert score(graded, "memfd_hog", "softmax") == 0  # memfd_create is refused
+
+
+def test_cpu_spent_in_children_the_kernel_reaped_still_counts(graded):
+    assert score(graded, "hidden_cpu", "softmax") == 0
+    assert "CPU time" in messages(graded, "hidden_cpu") or "within" in messages(graded, "hidden_cpu")
+
+
+def test_forged_grader_messages_stop_no_one_but_their_writer(graded):
+    assert score(graded, "forged_frames", "softmax") == 0
+    assert "FORGED" not in graded["rows"]["forged_frames"]["status"] and graded["rows"]["reference"]["total"] == "100"
 
 
 def test_an_output_flood_is_dropped_and_grading_goes_on(graded):

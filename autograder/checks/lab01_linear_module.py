@@ -8,7 +8,8 @@ import torch
 from autograder.assertions import assert_close, assert_rules, assert_tensor
 from autograder.messages import Build, ModuleState
 
-LIBRARY_LAYERS = {"Linear", "linear", "addmm", "addmv", "LazyLinear", "Bilinear", "bilinear", "baddbmm"}
+LIBRARY_LAYERS = {"Linear", "linear", "_linear", "addmm", "addmv", "addbmm", "baddbmm", "LazyLinear", "Bilinear",
+                  "bilinear"}
 
 
 def parameters(submission, *args, **kwargs) -> dict:
@@ -41,7 +42,7 @@ def test_Linear_registers_weight_and_bias(submission):
 @pytest.mark.cell("test_Linear_shapes")
 def test_Linear_initialisation_follows_the_bound(submission):
     """initial weight and bias are uniform between -1/sqrt(in_features) and 1/sqrt(in_features)"""
-    built = submission.call("Linear", 100, 50, seed=0, what="Linear(100, 50)").value
+    built = submission.call("Linear", 100, 50, seed=submission.draw_seed(), what="Linear(100, 50)").value
     assert isinstance(built, ModuleState), "Linear(...) should make an nn.Module"
     bound = 1 / 100 ** 0.5
     for name, size in (("weight", [50, 100]), ("bias", [50])):
@@ -75,13 +76,15 @@ def test_Linear_values_on_a_vector(submission):
     x = torch.tensor([2.0, 1.0, 4.0])
     assert_close(submission.call(layer(W, b), x, what="Linear(3, 2) on x").value, torch.tensor([2.5, -2.0]),
                  "Linear(3, 2) on x = [2, 1, 4]", idea="Each output is a row of W dotted with x, plus its bias.")
+    W, b, x = torch.randn(4, 3), torch.randn(4), torch.randn(3)
+    assert_close(submission.call(layer(W, b), x).value, x @ W.T + b, "Linear(3, 4) on a random vector",
+                 idea="Each output is a row of W dotted with x, plus its bias.")
 
 
 @pytest.mark.points(1)
 @pytest.mark.cell("test_Linear_values")
 def test_Linear_values_on_a_batch(submission):
     """on a batch [N, in], row n of the output is x_n @ W.T + b"""
-    torch.manual_seed(1)
     W, b, X = torch.randn(3, 5), torch.randn(3), torch.randn(7, 5)
     assert_close(submission.call(layer(W, b), X, what="Linear(5, 3) on a batch").value, X @ W.T + b,
                  "Linear(5, 3) on a batch of 7", idea="x @ self.weight.T + self.bias works for a batch too.")
@@ -92,7 +95,6 @@ def test_Linear_values_on_a_batch(submission):
 @pytest.mark.hidden
 def test_Linear_random_values(submission):
     """random weights, sizes, vectors and batches"""
-    torch.manual_seed(3)
     for n_in, n_out, n in ((7, 4, 5), (784, 10, 3), (1, 6, 2)):
         W, b, X = torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(n, n_in)
         assert_close(submission.call(layer(W, b), X).value, X @ W.T + b, f"Linear({n_in}, {n_out}) on a batch",
@@ -112,6 +114,8 @@ def test_Linear_without_bias(submission):
     assert_close(submission.call(layer(W), torch.ones(2), what="the bias-free Linear(2, 3)").value,
                  torch.tensor([3.0, 7.0, 11.0]), "the bias-free layer on x = [1, 1]",
                  idea="Without a bias the output is x @ W.T alone.")
+    W, x = torch.randn(3, 2), torch.randn(2)
+    assert_close(submission.call(layer(W), x).value, x @ W.T, "the bias-free layer on a random vector")
 
 
 @pytest.mark.points(1)
@@ -121,7 +125,6 @@ def test_Linear_bias_is_the_default(submission):
     """bias=True is the default; bias=False on a batch"""
     assert parameters(submission, 2, 3) == {"weight": [3, 2], "bias": [3]}, "bias=True should be the default"
     assert parameters(submission, 2, 3, True) == {"weight": [3, 2], "bias": [3]}, "Linear(2, 3, True) should have a bias"
-    torch.manual_seed(4)
     W, X = torch.randn(2, 4), torch.randn(6, 4)
     assert_close(submission.call(layer(W), X).value, X @ W.T, "the bias-free layer on a batch", reveal=False)
 
@@ -130,7 +133,6 @@ def test_Linear_bias_is_the_default(submission):
 @pytest.mark.cell("test_Linear_gradients")
 def test_Linear_gradients(submission):
     """gradients flow to weight and bias"""
-    torch.manual_seed(2)
     W, b, x, g = torch.randn(4, 6), torch.randn(4), torch.randn(5, 6), torch.randn(5, 4)
     grads = submission.call(layer(W, b), x, backward=g, what="Linear(6, 4) and backward").grads
     assert_close(grads.get("target.weight"), g.T @ x, "the gradient of the weight",
@@ -145,6 +147,5 @@ def test_Linear_written_from_tensor_operations(submission):
     """x @ weight.T + bias computed without nn.Linear, F.linear or addmm"""
     assert_rules(submission.facts, "Linear", LIBRARY_LAYERS,
                  "Compute x @ self.weight.T + self.bias with tensor operations.")
-    torch.manual_seed(6)
     W, b, X = torch.randn(4, 6), torch.randn(4), torch.randn(3, 6)
     assert_close(submission.call(layer(W, b), X).value, X @ W.T + b, "Linear(6, 4) on a batch", reveal=False)
