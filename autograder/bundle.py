@@ -23,10 +23,10 @@ export DEBIAN_FRONTEND=noninteractive
 root="${AUTOGRADER_ROOT:-/autograder}"
 apt-get update
 apt-get install -y python3 python3-venv python3-pip
-apt-get install -y dataset-fashion-mnist || true  # else the data comes from torchvision's download
+apt-get install -y dataset-DATASET || true  # Debian's package, where there is one; else a download
 python3 -m venv "$root/venv"
 "$root/venv/bin/pip" install "$root/source"
-"$root/venv/bin/autograder" --course "$root/source" data fashion-mnist
+"$root/venv/bin/autograder" --course "$root/source" data DATASET
 # Grade the reference once: each check's CPU cost (its time limit) and the reference's pictures,
 # and every cache (bytecode, fonts) warm before the first student.
 "$root/venv/bin/autograder" --course "$root/source" release --artifacts-only
@@ -76,7 +76,7 @@ def bundle(course: Course, out: Path, lab: str | None = None, hidden_visibility:
     run = RUN.replace("LAB_OPTION", (f"--lab {lab} " if lab else "") + f"--hidden-visibility {hidden_visibility}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in (("setup.sh", SETUP), ("run_autograder", run)):
+        for name, text in (("setup.sh", SETUP.replace("DATASET", course.dataset)), ("run_autograder", run)):
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             info.external_attr = 0o755 << 16
             z.writestr(info, text)

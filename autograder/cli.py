@@ -40,7 +40,7 @@ def cmd_data(args: argparse.Namespace, course: Course) -> int:
         os.environ["AUTOGRADER_DATA"] = str(Path(args.cache).resolve())
     names = args.datasets or list(helpers.DATASETS)
     if args.import_dir and len(names) != 1:
-        raise CourseError("--import DIR holds one dataset: name it, e.g. `autograder data fashion-mnist --import DIR`")
+        raise CourseError(f"--import DIR holds one dataset: name it, e.g. `autograder data {course.dataset} --import DIR`")
     failed = 0
     for name in names:
         try:
@@ -252,12 +252,13 @@ def parser() -> argparse.ArgumentParser:
                      "else the current folder or a parent holding source/, else this package's checkout)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="make MNIST and Fashion-MNIST available offline",
-                       description="Make the datasets available offline, converted once into the cache "
+    p = sub.add_parser("data", help="make the course's datasets available offline",
+                       description="Make the course's datasets available offline, converted once into the cache "
                        "($AUTOGRADER_DATA, default ~/.cache/autograder). Looks in the cache, then in "
                        "<dir>/<dataset>/ for each dir of $AUTOGRADER_IDX_PATH (default /usr/share/datasets, "
-                       "where Debian's dataset-fashion-mnist installs), then downloads with torchvision.")
-    p.add_argument("datasets", nargs="*", metavar="DATASET", help="mnist and/or fashion-mnist (default: both)")
+                       "where Debian's dataset packages install), then downloads with torchvision.")
+    p.add_argument("datasets", nargs="*", metavar="DATASET", help="the datasets the course helpers know "
+                   "(default: all of them)")
     p.add_argument("--import", dest="import_dir", type=Path, metavar="DIR",
                    help="convert the four original IDX files (.gz or not) found in DIR")
     p.add_argument("--cache", type=Path, metavar="DIR", help="cache folder (default $AUTOGRADER_DATA)")
