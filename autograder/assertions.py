@@ -38,6 +38,12 @@ def assert_tensor(value: Any, what: str, shape: tuple | list | None = None) -> t
     return value
 
 
+def parameter_shapes(value: Any, what: str) -> dict[str, list[int]]:
+    """{name: shape} of the parameters a module registers; `value` must be a module."""
+    assert isinstance(value, ModuleState), f"{what} should make an nn.Module (a subclass of nn.Module), not {describe(value)}"
+    return {name: list(p.shape) for name, p in value.parameters.items()}
+
+
 def assert_close(actual: Any, expected: torch.Tensor, what: str, atol: float = 1e-5, rtol: float = 1e-4,
                  reveal: bool = True, idea: str = "") -> None:
     """`actual` equals `expected` to tolerance; the message shows the worst entry (and, with

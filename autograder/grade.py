@@ -25,7 +25,7 @@ from .extract import extract
 from .gradebook import Gradebook
 from .reports import StudentResult, write_reports
 from .sandbox import Level, Limits
-from .submissions import Submission, discover
+from .submissions import discover
 
 GRADEBOOK = "gradebook.sqlite"
 

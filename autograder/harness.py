@@ -258,10 +258,11 @@ class UnitUnderTest:
     def class_order(self, n: int) -> torch.Tensor:
         return secret_class_order(self._grading.spec["secret"], n)
 
-    def check_passed(self, name: str) -> bool:
-        """Whether the check `name` of this lab passed earlier in this run."""
+    def check_result(self, name: str) -> tuple[bool, str]:
+        """Whether the check `name` of this lab passed earlier in this run, and its message."""
         done = self._grading.pending[(self.student, self._run.lab)]["checks"]
-        return any(c["check"] == name and c["passed"] for c in done)
+        found = next((c for c in done if c["check"] == name), None)
+        return (found["passed"], found["message"]) if found else (False, f"{name} did not run")
 
     @staticmethod
     def draw_seed() -> int:

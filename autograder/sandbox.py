@@ -19,7 +19,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from . import confine, messages, reap
 from .cgroups import Cgroup, Cgroups

@@ -7,9 +7,7 @@ file of the grader.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import textwrap
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -22,7 +22,7 @@ from autograder.bundle import bundle
 from autograder.grade import GRADEBOOK, Run, grade, merge
 from autograder.gradebook import Gradebook
 from autograder.sandbox import choose_level
-from conftest import ROOT, code, grade_as, reference_code, shared_folder, write_student
+from conftest import ROOT, code, reference_code, write_student
 
 SLOW_SOFTMAX = ("import time\ndef softmax(x, dim=-1):\n    time.sleep(0.2)\n"
                 "    e = torch.exp(x - x.amax(dim=dim, keepdim=True))\n    return e / e.sum(dim=dim, keepdim=True)\n")

@@ -5,7 +5,7 @@ Each row of W is a template; the layer scores an input against every template at
 import pytest
 import torch
 
-from autograder.assertions import assert_close, assert_rules, assert_tensor
+from autograder.assertions import assert_close, assert_rules, assert_tensor, parameter_shapes
 from autograder.messages import Build, ModuleState
 
 LIBRARY_LAYERS = {"Linear", "linear", "_linear", "addmm", "addmv", "addbmm", "baddbmm", "LazyLinear", "Bilinear",
@@ -14,9 +14,7 @@ LIBRARY_LAYERS = {"Linear", "linear", "_linear", "addmm", "addmv", "addbmm", "ba
 
 def parameters(submission, *args, **kwargs) -> dict:
     """{name: shape} of the parameters Linear(*args, **kwargs) registers."""
-    built = submission.call("Linear", *args, what=f"Linear{args}", **kwargs).value
-    assert isinstance(built, ModuleState), "Linear(...) should make an nn.Module (class Linear(nn.Module))"
-    return {name: list(p.shape) for name, p in built.parameters.items()}
+    return parameter_shapes(submission.call("Linear", *args, what=f"Linear{args}", **kwargs).value, f"Linear{args}")
 
 
 def layer(W, b=None) -> Build:

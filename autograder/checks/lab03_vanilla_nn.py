@@ -8,8 +8,8 @@ import ast
 import pytest
 import torch
 
-from autograder.assertions import assert_close, assert_rules, assert_tensor
-from autograder.messages import Build, ModuleState
+from autograder.assertions import assert_close, assert_rules, assert_tensor, parameter_shapes
+from autograder.messages import Build
 
 
 def net(W, b) -> Build:
@@ -18,9 +18,9 @@ def net(W, b) -> Build:
 
 
 def parameters(submission, n_in, n_out) -> dict:
-    built = submission.call("one_layer_net", n_in, n_out, what=f"one_layer_net({n_in}, {n_out})").value
-    assert isinstance(built, ModuleState), "one_layer_net(...) should make an nn.Module (class one_layer_net(nn.Module))"
-    return {name: list(p.shape) for name, p in built.parameters.items()}
+    """{name: shape} of the parameters one_layer_net(n_in, n_out) registers."""
+    what = f"one_layer_net({n_in}, {n_out})"
+    return parameter_shapes(submission.call("one_layer_net", n_in, n_out, what=what).value, what)
 
 
 def layers_assigned(source: str) -> dict[str, str]:

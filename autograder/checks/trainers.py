@@ -196,8 +196,8 @@ def check_recipe(submission, trainer: str, test, threshold: float, exact_steps: 
     classes renamed by the run's secret order (weights fitted anywhere else score by chance). It
     counts only for a trainer that takes the lecture's steps (the check `exact_steps` passed).
     With `own_net`, the net is the student's one_layer_net if it passed lab 03's checks."""
-    assert submission.check_passed(exact_steps), \
-        "the recipe counts only for a trainer whose steps are the lecture's rule, and one step was not (see above)"
+    passed, why = submission.check_result(exact_steps)
+    assert passed, f"the recipe counts only for a trainer whose steps are the lecture's rule; one step was not: {why}"
     net, note, handle = Build("template_net", (PIXELS, CLASSES)), "template_net", submission
     if own_net:
         if submission.passed("one_layer_net"):
