@@ -271,3 +271,14 @@ def test_every_lab_is_recorded_once_in_the_gradebook(graded):
     finally:
         book.close()
     assert len(labs) == len(graded[0]) * 5
+
+
+def test_each_test_cell_is_worth_what_its_checks_are(graded, course):
+    from autograder.validate import points_agree
+
+    checks = graded[0]["reference"].checks
+    assert points_agree(course, checks) == []
+    shifted = [{**c, "points": c["points"] + 1} if c["check"] == checks[0]["check"] else c for c in checks]
+    assert points_agree(course, shifted) == [f"{checks[0]['lab']}: test cell {checks[0]['cell']} is worth "
+                                             f"{course.lab(checks[0]['lab']).test_cells()[checks[0]['cell']]:g} points "
+                                             f"but its checks {sum(c['points'] for c in shifted if c['cell'] == checks[0]['cell']):g}"]

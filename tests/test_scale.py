@@ -145,8 +145,9 @@ def test_two_shards_merged_equal_one_run(tmp_path, data_env, course, run):
     assert (merged / "grades.csv").read_text() == (whole / "grades.csv").read_text()
     for student in sorted(shard_students[0] | shard_students[1]):
         a, b = (json.loads((d / student / "results.json").read_text()) for d in (whole, merged))
-        assert [(t["name"], t["score"], t["output"]) for t in a["tests"]] == \
-            [(t["name"], t["score"], t["output"]) for t in b["tests"]]
+        # Messages may differ in their numbers: every run draws its checks' inputs afresh.
+        assert [(t["name"], t["score"], t["status"]) for t in a["tests"]] == \
+            [(t["name"], t["score"], t["status"]) for t in b["tests"]]
 
 
 def test_merging_parts_graded_for_other_labs_is_refused(tmp_path, data_env, course, run):
