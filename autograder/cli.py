@@ -133,6 +133,7 @@ def _progress(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, course: Course, paths: list[Path], out: Path, public_only: bool = False):
+    from . import artifacts
     from .grade import Run
     from .sandbox import Limits
 
@@ -140,6 +141,10 @@ def _run(args: argparse.Namespace, course: Course, paths: list[Path], out: Path,
         course.lab(lab)  # an unknown lab is a one-line error, before anything starts
     limits = Limits(memory_bytes=int(args.memory_gib * 2**30), min_wall_seconds=args.min_wall,
                     cpu_factor=args.cpu_factor)
+    if artifacts.load(course) is None and not args.quiet:
+        print(f"autograder: warning: no reference artifacts for this version of the course, so every check may "
+              f"use {limits.default_cpu_seconds:.0f} s of CPU and feedback shows no reference pictures; run "
+              "`autograder release --artifacts-only` once", file=sys.stderr)
     return Run(_level(args, course, paths, out), limits, _device(args.device), args.jobs,
                tuple(args.lab) if args.lab else None, public_only, args.hidden_visibility)
 

@@ -35,7 +35,8 @@ def execute(path: Path, timeout: int = 900, nb: nbformat.NotebookNode | None = N
     """
     nb = nb if nb is not None else read_notebook(path)
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                                     resources={"metadata": {"path": str(Path(path).parent)}})
+                                     resources={"metadata": {"path": str(Path(path).parent)}},
+                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no warnings on stderr
     client.execute()
     outcomes = []
     for index, cell in enumerate(nb.cells):

@@ -40,7 +40,7 @@ class Limits:
     threads: int = 1
     cpu_factor: float = 20.0
     min_cpu_seconds: float = 10.0
-    default_cpu_seconds: float = 120.0
+    default_cpu_seconds: float = 60.0
     wall_factor: float = 3.0
     min_wall_seconds: float = 60.0
 

@@ -92,3 +92,8 @@ def test_validate_catches_a_test_that_passes_without_a_solution(course_copy, dat
             cell.source = "pass"
     path = _softmax_copy(course_copy, "release", hollow_tests)
     assert any("test passes without a solution" in p for p in check_released(path))
+
+
+def test_running_a_notebook_prints_no_kernel_warnings(capfd, data_env):
+    assert all(o.error is None for o in execute(COURSE.source / "lab02_softmax" / "softmax_demo.ipynb"))
+    assert "Kernel is running over TCP" not in capfd.readouterr().err

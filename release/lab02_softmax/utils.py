@@ -102,7 +102,7 @@ def _save(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, images=images, labels=labels)
-        os.chmod(tmp, 0o644)  # a cache shared by the course's users, not a secret
+        os.chmod(tmp, 0o600)  # the test split is the grader's: its owner's alone
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
