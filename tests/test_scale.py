@@ -21,7 +21,7 @@ import pytest
 from autograder.bundle import bundle
 from autograder.grade import GRADEBOOK, Run, grade, merge
 from autograder.gradebook import Gradebook
-from autograder.sandbox import choose_level
+from autograder.sandbox import Limits, choose_level
 from conftest import ROOT, code, reference_code, write_student
 
 SLOW_SOFTMAX = ("import time\ndef softmax(x, dim=-1):\n    time.sleep(0.2)\n"
@@ -122,6 +122,28 @@ def test_a_class_is_graded_lab_by_lab_as_the_weeks_go(tmp_path, data_env, course
     assert table["bob"]["train_minibatch"] == "25" and table["bob"]["Linear"] == "" and table["bob"]["max_total"] == "40"
     results = json.loads((tmp_path / "week5" / "bob" / "results.json").read_text())
     assert results["score"] == 40 and {t["name"].split(":")[0] for t in results["tests"]} == {"template_update", "train_minibatch"}
+
+
+def test_four_cpu_hogs_cost_the_reference_nothing_and_a_sleeper_only_its_lab(tmp_path, data_env, course, run):
+    # Limits are CPU seconds, so a machine three times busier than its cores slows the reference's
+    # training but costs it nothing; the wall-clock backstop still stops a sleeper.
+    class_dir = tmp_path / "class"
+    write_student(class_dir, "ref", ["lab02", "lab03", "lab04", "lab05"])
+    write_student(class_dir, "sleeper", ["lab02", "lab03"], {"softmax": "import time\ntime.sleep(3600)\n"})
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    try:
+        grade(course, [class_dir], tmp_path / "out", Run(run.level, Limits(min_wall_seconds=20), device="cpu", jobs=2))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    table = {r["student"]: r for r in rows(tmp_path / "out")}
+    failed = [t for t in json.loads((tmp_path / "out" / "ref" / "results.json").read_text())["tests"]
+              if t["status"] != "passed"]
+    assert table["ref"]["total"] == table["ref"]["max_total"] == "85" and table["ref"]["status"] == "ok", failed
+    assert table["sleeper"]["softmax"] == "0" and table["sleeper"]["one_layer_net"] == "15"
+    results = json.loads((tmp_path / "out" / "sleeper" / "results.json").read_text())
+    assert any("within" in t["output"] for t in results["tests"] if t["name"].startswith("softmax"))
 
 
 def test_without_lab_every_lab_some_submission_holds_is_graded(tmp_path, data_env, course, run):
