@@ -188,6 +188,12 @@ def build_root(plan: Plan, sources: dict[str, int], scratch_bytes: int, uid: int
     for path, fd in sources.items():
         _bind(f"/proc/self/fd/{fd}", new + path)
         os.close(fd)
+    # The folders made above to hold such a tree lie in the writable scratch, and in a user
+    # namespace the worker owns them: each is bound on itself read-only, or a student could
+    # write files beside the tree that look like the course's (/tmp/checkout/course.toml).
+    for entry in os.listdir(new + "/tmp"):
+        _mount(f"{new}/tmp/{entry}", f"{new}/tmp/{entry}", None, MS_BIND | MS_REC)
+        _mount(None, f"{new}/tmp/{entry}", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for link, target in plan.links.items():
         if not os.path.lexists(new + link):
             os.symlink(target, new + link)
