@@ -87,6 +87,7 @@ class Pages:
         matplotlib.use("Agg")
         self.course, self.book, self.labs = course, book, labs
         self.pictures = course_pictures(course)
+        self.shared: dict[str, str] = {}  # a picture every page shows, drawn once
         self.reference = artifacts.load(course)
         self.sandbox = book.settings().get("sandbox", "")
 
@@ -98,9 +99,14 @@ class Pages:
             return "<p class=note>No pictures: the checks that draw them did not get that far.</p>"
         reference = self.reference.kept if self.reference else {}
         parts = []
-        for title, caption, figure in self.pictures.pictures(kept, reference, self.course):
-            parts.append(f"<figure>{png(figure)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-                         if figure is not None else "")
+        for title, caption, draw, shared in self.pictures.pictures(kept, reference, self.course):
+            if shared is None:
+                image = png(draw())
+            elif shared in self.shared:
+                image = self.shared[shared]
+            else:
+                image = self.shared[shared] = png(draw())
+            parts.append(f"<figure>{image}<figcaption>{html.escape(caption)}</figcaption></figure>")
             if title:
                 parts[-1] = f"<h2>{html.escape(title)}</h2>" + parts[-1]
         return "".join(parts)

@@ -150,7 +150,8 @@ class ModuleState:
 @dataclass(frozen=True)
 class Outcome:
     """What a Call gave: its value, the arguments as they are after it (built objects as their
-    state), the gradients asked for ('args[i]' and built objects' 'argN.<parameter>'), or an error."""
+    state; None in the training set's places, which the grader knows), the gradients asked for
+    ('args[i]' and built objects' 'argN.<parameter>'), or an error."""
     value: Any = None
     args: tuple = ()
     grads: dict = field(default_factory=dict)

@@ -10,7 +10,8 @@ def _test_picture(course):
 
 
 def pictures(kept: dict, reference: dict, course):
-    """(heading, caption, figure) for each picture of a student's page."""
+    """(heading, caption, draw, shared) for each picture of a student's page: `draw()` makes the
+    figure; `shared` names a picture that is the same on every student's page (drawn once)."""
     import torch
 
     helpers = course.helpers()
@@ -23,11 +24,13 @@ def pictures(kept: dict, reference: dict, course):
         trainer = name.split()[0]
         shown.append((f"Templates your {trainer} learned",
                       "The rows of W after the lab's recipe: red pixels vote for the class, blue against.",
-                      helpers.templates_figure(W, names, "yours")))
+                      lambda W=W: helpers.templates_figure(W, names, "yours"), None))
         if name in reference:
             shown.append(("", "The same recipe with the reference solution.",
-                          helpers.templates_figure(reference[name][1], names, "reference")))
+                          lambda W=reference[name][1]: helpers.templates_figure(W, names, "reference"),
+                          f"reference {name}"))
         p = torch.softmax(W @ image.reshape(-1), dim=0)
-        shown.append(("", f"A test picture of a {names[label]}.", helpers.image_figure(image)))
-        shown.append(("", f"The class probabilities your {trainer} templates give it.", helpers.prob_figure(p, names)))
+        shown.append(("", f"A test picture of a {names[label]}.", lambda: helpers.image_figure(image), "test picture"))
+        shown.append(("", f"The class probabilities your {trainer} templates give it.",
+                      lambda p=p: helpers.prob_figure(p, names), None))
     return shown

@@ -236,15 +236,20 @@ def templates_figure(W, class_names=None, title=None):
     vmax = float(np.abs(W).max()) or 1.0
     cols = min(len(W), 5)
     rows = -(-len(W) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(W):
-            ax.imshow(W[i], cmap="seismic", vmin=-vmax, vmax=vmax)
-            ax.set_title(class_names[i] if class_names else str(i), fontsize=10)
+    # One picture of all the templates (white between them), far quicker to draw than an axes each.
+    tile = 28 + 12
+    mosaic = np.full((rows * tile, cols * tile), np.nan)
+    for i, template in enumerate(W):
+        r, c = divmod(i, cols)
+        mosaic[r * tile + 10: r * tile + 38, c * tile + 6: c * tile + 34] = template
+    fig, ax = plt.subplots(figsize=(2 * cols, 2.2 * rows))
+    ax.imshow(mosaic, cmap="seismic", vmin=-vmax, vmax=vmax)
+    for i in range(len(W)):
+        r, c = divmod(i, cols)
+        ax.text(c * tile + 20, r * tile + 8, class_names[i] if class_names else str(i), ha="center", fontsize=10)
+    ax.axis("off")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_title(title)
     return fig
 
 
