@@ -42,8 +42,10 @@ python="${AUTOGRADER_PYTHON:-$root/venv/bin/python}"
 out="$(mktemp -d)"
 mkdir -p "$root/results"
 chmod 700 "$root/results" "$out"
+# A worker may use 1 GiB (the reference needs far less), so that a student's memory hog is stopped
+# by the grader with a message before the container's own limit kills the whole run.
 if "$python" -m autograder --course "$root/source" grade "$root/submission" --student student --out "$out" \\
-    LAB_OPTION 2>&1; then
+    --memory-gib 1 LAB_OPTION 2>&1; then
     cp "$out/student/results.json" "$root/results/results.json"
 else
     "$python" - "$root/results/results.json" <<'PY'
