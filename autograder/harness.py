@@ -93,7 +93,7 @@ def lab_run(request, student):
 def class_order(request):
     """order(n): the run's secret renaming of n classes (the workers' training labels are renamed
     by it, so weights fitted anywhere but on them score by chance)."""
-    return lambda n: secret_class_order(_grading(request).spec["secret"], n)
+    return _grading(request).class_order
 
 
 @pytest.fixture(autouse=True)
@@ -256,7 +256,7 @@ class UnitUnderTest:
         return outcome
 
     def class_order(self, n: int) -> torch.Tensor:
-        return secret_class_order(self._grading.spec["secret"], n)
+        return self._grading.class_order(n)
 
     def check_result(self, name: str) -> tuple[bool, str]:
         """Whether the check `name` of this lab passed earlier in this run, and its message."""
@@ -305,6 +305,10 @@ class Grading:
                              [Path(p) for p in spec["protected"]], spec["secret"])
         self.pending: dict[tuple[str, str], dict] = {}
         self._cpu: dict[str, float] = {}
+
+    def class_order(self, n: int) -> torch.Tensor:
+        """The run's secret renaming of n classes, as the workers' training labels have it."""
+        return secret_class_order(self.spec["secret"], n)
 
     # -- which checks run, in which order ------------------------------------------------------
     def pytest_generate_tests(self, metafunc) -> None:
