@@ -18,26 +18,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .course import CONFIG, HELPERS, Course
+from .course import HELPERS, Course
 
 REFERENCE = "reference"  # the student id the reference solution is graded as
 
 
 @dataclass(frozen=True)
 class Artifacts:
-    costs: dict[str, dict[str, float]]  # lab -> check name (or "load") -> CPU seconds
-    kept: dict[str, tuple[str | None, torch.Tensor]]  # name -> (picture kind, tensor)
+    costs: dict[str, dict[str, float]]  # lab -> check name (or "load") -> CPU seconds; "lab" -> wall seconds
+    kept: dict[str, tuple[str | None, np.ndarray]]  # name -> (picture kind, array)
 
 
-def fingerprint(course: Course) -> str:
-    """The course version: the grader's code, the checks, the source exercises and helpers."""
-    files = sorted(Path(__file__).parent.glob("*.py")) + sorted(course.checks.glob("*.py"))
-    files += [lab.exercise for lab in course.labs] + [course.source / HELPERS, course.root / CONFIG]
+# The grader's modules that decide what a check finds (not how it is reported or rendered).
+GRADING_CODE = ("assertions", "cgroups", "confine", "course", "extract", "harness", "messages", "reap", "rules",
+                "sandbox", "server", "worker")
+
+
+def fingerprint(course: Course, lab: str | None = None) -> str:
+    """The version of the course, or of one of its labs, as far as grading goes: the grader's
+    grading code, the checks (of that lab, and the files its checks share), the source exercises
+    and the helpers, and what course.toml says of the course and its data (not its due dates or
+    late rule, which apply when reports are made)."""
+    package = Path(__file__).parent
+    checks = sorted(p for p in course.checks.glob("*.py") if lab is None or p.stem == lab
+                    or p.stem not in {other.name for other in course.labs})
+    files = [package / f"{name}.py" for name in GRADING_CODE] + checks
+    files += [other.exercise for other in course.labs if lab is None or other.name == lab] + [course.source / HELPERS]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    graded = {key: course.config.get(key) for key in ("course", "data", "rules")}
+    digest.update(json.dumps(graded, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
@@ -52,7 +64,7 @@ def load(course: Course) -> Artifacts | None:
         costs = json.loads((folder / "costs.json").read_text())
         meta = json.loads((folder / "kept.json").read_text())
         with np.load(folder / "kept.npz", allow_pickle=False) as arrays:
-            kept = {name: (picture, torch.from_numpy(arrays[key].copy())) for key, (name, picture) in meta.items()}
+            kept = {name: (picture, arrays[key].copy()) for key, (name, picture) in meta.items()}
     except (OSError, ValueError, KeyError):
         return None
     return Artifacts(costs, kept)
@@ -72,6 +84,7 @@ def build(course: Course, grade_reference) -> Artifacts:
                      for lab in book.labs(REFERENCE)}
             for lab, summary in book.labs(REFERENCE).items():
                 costs[lab]["load"] = summary["load_cpu"]
+                costs[lab]["lab"] = summary["seconds"]
             kept = book.artifacts(REFERENCE)
         finally:
             book.close()
@@ -81,7 +94,7 @@ def build(course: Course, grade_reference) -> Artifacts:
     (staging / "costs.json").write_text(json.dumps(costs, indent=1, sort_keys=True))
     keys = {f"t{i}": (name, picture) for i, (name, (picture, _)) in enumerate(sorted(kept.items()))}
     (staging / "kept.json").write_text(json.dumps(keys, indent=1))
-    np.savez(staging / "kept.npz", **{key: kept[name][1].numpy() for key, (name, _) in keys.items()})
+    np.savez(staging / "kept.npz", **{key: kept[name][1] for key, (name, _) in keys.items()})
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(staging, folder)

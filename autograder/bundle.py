@@ -36,25 +36,30 @@ chmod -R go-rwx "$root/source"
 
 RUN = """#!/usr/bin/env bash
 # Gradescope runs this for each submission: grade /autograder/submission, leave results.json.
+# A fault of the grader's (a broken image, a sandbox that cannot be set up) is not the student's 0:
+# then this exits non-zero, Gradescope shows that the autograder failed, and staff can rerun it.
 set -uo pipefail
 root="${AUTOGRADER_ROOT:-/autograder}"
 python="${AUTOGRADER_PYTHON:-$root/venv/bin/python}"
 out="$(mktemp -d)"
 mkdir -p "$root/results"
 chmod 700 "$root/results" "$out"
+metadata=()
+[ -f "$root/submission_metadata.json" ] && metadata=(--gradescope-metadata "$root/submission_metadata.json")
 # A worker may use 1 GiB (the reference needs far less), so that a student's memory hog is stopped
 # by the grader with a message before the container's own limit kills the whole run.
-if "$python" -m autograder --course "$root/source" grade "$root/submission" --student student --out "$out" \\
-    --memory-gib 1 LAB_OPTION 2>&1; then
+"$python" -m autograder --course "$root/source" grade "$root/submission" --as student --out "$out" \\
+    --memory-gib 1 --require-artifacts "${metadata[@]}" LAB_OPTION 2>&1
+status=$?
+if [ "$status" -eq 0 ] && [ -f "$out/student/results.json" ]; then
     cp "$out/student/results.json" "$root/results/results.json"
 else
-    "$python" - "$root/results/results.json" <<'PY'
-import json, sys
-json.dump({"score": 0, "tests": [], "output": "The autograder could not grade this submission; "
-           "its log is above. Check that you uploaded your exercise notebook(s)."}, open(sys.argv[1], "w"))
-PY
+    echo "autograder: the autograder itself failed (exit $status), not the submission: its log is above." \\
+         "Fix the autograder (rebuild the image if setup.sh failed), then rerun the submission on Gradescope."
+    status=1
 fi
 rm -rf "$out"
+exit "$status"
 """
 
 _PACKAGE_FILES = ("pyproject.toml", "README.md", CONFIG)
@@ -69,13 +74,17 @@ def _members(course: Course) -> list[tuple[str, Path]]:
     return files
 
 
-def bundle(course: Course, out: Path, lab: str | None = None, hidden_visibility: str = "after_published") -> Path:
-    """Write the Gradescope autograder zip to `out`; with `lab`, it grades that lab alone."""
+def bundle(course: Course, out: Path, lab: str | None = None, hidden_visibility: str = "after_published",
+           leaderboard: bool = False) -> Path:
+    """Write the Gradescope autograder zip to `out`; with `lab`, it grades that lab alone (without,
+    every lab: a student who hands in fewer scores 0 on the others)."""
     if not (course.root / "pyproject.toml").is_file():
         raise CourseError(f"{course.root}: no pyproject.toml; bundle from the course's checkout")
     if lab is not None:
         course.lab(lab)  # an unknown lab is a one-line error
-    run = RUN.replace("LAB_OPTION", (f"--lab {lab} " if lab else "") + f"--hidden-visibility {hidden_visibility}")
+    labs = [lab] if lab else [other.name for other in course.labs]
+    options = [*(f"--lab {name}" for name in labs), f"--hidden-visibility {hidden_visibility}"]
+    run = RUN.replace("LAB_OPTION", " ".join(options + (["--leaderboard"] if leaderboard else [])))
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for name, text in (("setup.sh", SETUP.replace("DATASET", course.dataset)), ("run_autograder", run)):

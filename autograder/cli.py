@@ -1,7 +1,12 @@
-"""The `autograder` command: one subcommand per workflow, each a thin layer over the Python API."""
+"""The `autograder` command: one subcommand per workflow, each a thin layer over the Python API.
+
+Nothing heavy is imported before the arguments are read, and torch only by the commands that
+grade: `--help`, a wrong argument, `review`, `report`, `override` and `export` answer at once.
+"""
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sqlite3
 import sys
@@ -16,10 +21,19 @@ DESCRIPTION = """\
 Autograder for the lecture 3 labs (vanilla neural networks: inference and learning).
 
 Instructor: `autograder data`, then `autograder release` (source/ -> release/, and the reference
-artifacts grading needs) and `autograder validate`. Grader: `autograder grade`. Student:
-`autograder check`. Run from the course checkout, or name it with --course DIR.
-See docs/ in the course repository for the contract and the sandbox.
+artifacts grading needs) and `autograder validate`. TA: `autograder grade`, then `review`,
+`override`, `report` and `export`. Student: `autograder check`. Run from the course checkout, or
+name it with --course DIR. See docs/ in the course repository for the contract and the sandbox.
 """
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autograder")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _positive(kind):
@@ -48,7 +62,7 @@ def cmd_data(args: argparse.Namespace, course: Course) -> int:
                 folder = helpers.import_idx(name, args.import_dir)
             else:
                 folder = helpers.ensure(name, offline=args.offline or None)
-            sizes = ", ".join(f"{split} {len(helpers.load(name, split)[1])}" for split in helpers.SPLITS)
+            sizes = ", ".join(f"{split} {len(helpers.load_arrays(name, split)[1])}" for split in helpers.SPLITS)
             print(f"{name}: ready in {folder} ({sizes})")
         except helpers.DatasetError as e:
             print(f"autograder data: {e}", file=sys.stderr)
@@ -62,15 +76,18 @@ def _level(args: argparse.Namespace, course: Course, paths: list[Path], out: Pat
     from .sandbox import choose_level
 
     requested = "none" if getattr(args, "no_sandbox", False) else args.sandbox
-    level = choose_level(requested, protected_paths(course, paths, out), cuda=args.device == "cuda")
+    level = choose_level(requested, protected_paths(course, paths, out), cuda=_device(args.device) == "cuda")
     if not args.quiet:
         print(f"sandbox: {level.describe()}", file=sys.stderr)
     return level
 
 
 def _device(requested: str) -> str:
+    """cpu or cuda; `auto` asks torch only where there is an NVIDIA device to ask about."""
     if requested != "auto":
         return requested
+    if not any(name.startswith("nvidia") for name in os.listdir("/dev")):
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -87,9 +104,9 @@ def _build_artifacts(course: Course, args: argparse.Namespace) -> None:
 
 
 def cmd_release(args: argparse.Namespace, course: Course) -> int:
-    from .release import release
-
     if not args.artifacts_only:
+        from .release import release
+
         files = release(course)
         print(f"released {len(files)} files into {course.release}")
     if not args.no_artifacts:
@@ -100,13 +117,16 @@ def cmd_release(args: argparse.Namespace, course: Course) -> int:
 def cmd_validate(args: argparse.Namespace, course: Course) -> int:
     from .validate import validate
 
-    problems = validate(course, _level(args, course, [], course.root), progress=None if args.quiet else print)
+    for lab in args.lab or ():
+        course.lab(lab)
+    problems = validate(course, _level(args, course, [], course.root), progress=None if args.quiet else print,
+                        labs=tuple(args.lab) if args.lab else None)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         print(f"autograder validate: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print("autograder validate: the course is valid")
+    print("autograder validate: the course is valid" + (f" ({', '.join(args.lab)})" if args.lab else ""))
     return 0
 
 
@@ -140,21 +160,31 @@ def _run(args: argparse.Namespace, course: Course, paths: list[Path], out: Path,
     for lab in args.lab or ():
         course.lab(lab)  # an unknown lab is a one-line error, before anything starts
     limits = Limits(memory_bytes=int(args.memory_gib * 2**30), min_wall_seconds=args.min_wall,
-                    cpu_factor=args.cpu_factor)
-    if artifacts.load(course) is None and not args.quiet:
-        print(f"autograder: warning: no reference artifacts for this version of the course, so every check may "
-              f"use {limits.default_cpu_seconds:.0f} s of CPU and feedback shows no reference pictures; run "
-              "`autograder release --artifacts-only` once", file=sys.stderr)
+                    cpu_factor=args.cpu_factor, lab_factor=args.lab_factor, lab_margin_seconds=args.lab_margin)
+    if artifacts.load(course) is None:
+        fix = "run `autograder release --artifacts-only` once"
+        if getattr(args, "require_artifacts", False):
+            raise CourseError(f"no reference artifacts for this version of the course (each check's time limit "
+                              f"comes from them): {fix}")
+        if not args.quiet:
+            print(f"autograder: warning: no reference artifacts for this version of the course, so every check may "
+                  f"use {limits.default_cpu_seconds:.0f} s of CPU, a lab {limits.default_lab_seconds:.0f} s, and "
+                  f"feedback shows no reference pictures; {fix}", file=sys.stderr)
     return Run(_level(args, course, paths, out), limits, _device(args.device), args.jobs,
-               tuple(args.lab) if args.lab else None, public_only, args.hidden_visibility)
+               tuple(args.lab) if args.lab else None, public_only, args.hidden_visibility,
+               getattr(args, "leaderboard", False))
 
 
-def _report(results, out: Path) -> None:
+def _report(report, out: Path) -> None:
     from .feedback import summary, summary_text
 
-    if results:
-        print(summary_text(summary(results), results[0].max_total))
-    print(f"{len(results)} student(s) in {out / 'grades.csv'}; feedback in {out}/<student>/feedback.html")
+    if report.finals:
+        print(summary_text(summary(report.finals), report.finals[0].max_total))
+    for student, old, new in report.changed:
+        print(f"total changed: {student}: {old:g} -> {new:g}")
+    if report.queue:
+        print(f"{len(report.queue)} to review: autograder review {out}")
+    print(f"{len(report.finals)} student(s) in {out / 'grades.csv'}; feedback in {out}/<student>/feedback.html")
 
 
 def cmd_grade(args: argparse.Namespace, course: Course) -> int:
@@ -163,34 +193,60 @@ def cmd_grade(args: argparse.Namespace, course: Course) -> int:
     run = _run(args, course, args.submissions, args.out)
     show, close = _progress(args)
     try:
-        results = grade(course, args.submissions, args.out, run, regrade=args.regrade, shard=args.shard,
-                        student=args.student, progress=show)
+        report = grade(course, args.submissions, args.out, run, regrade=args.regrade, shard=args.shard,
+                       students=tuple(args.student or ()), as_student=args.as_student,
+                       gradescope=args.gradescope_metadata, extensions=args.extensions, progress=show)
     finally:
         close()
-    _report(results, args.out)
+    _report(report, args.out)
     return 0
+
+
+def _notebook_problem(course: Course, path: Path) -> str | None:
+    """What keeps `path` from being graded as an exercise of this course, in a student's words."""
+    from .course import read_notebook
+    from .extract import units_in
+
+    if not path.is_file():
+        return f"{path}: no such file"
+    try:
+        nb = read_notebook(path)
+    except CourseError as e:
+        return f"{path}: not a notebook that can be read ({str(e).removeprefix(f'{path}: ')})"
+    if not any(units_in(nb, lab.units)[0] for lab in course.labs):
+        demo = path.name.endswith("_demo.ipynb")
+        return (f"{path}: holds no exercise of this course (no cell defining "
+                f"{', '.join(course.units)})" + ("; this is a demo notebook: check the *_exercise.ipynb beside it"
+                                                  if demo else ""))
+    return None
 
 
 def cmd_check(args: argparse.Namespace, course: Course) -> int:
     from .grade import grade
 
-    missing = [str(p) for p in args.notebooks if not p.is_file()]
-    if missing:
-        raise CourseError(f"no such notebook: {', '.join(missing)}")
+    problems = [p for p in (_notebook_problem(course, path) for path in args.notebooks) if p]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    usable = [p for p in args.notebooks if _notebook_problem(course, p) is None]
+    if not usable:
+        raise CourseError("nothing to check" if len(problems) > 1 else problems[0].split(": ", 1)[1] + "; nothing "
+                          "to check")
     with tempfile.TemporaryDirectory(prefix="autograder-check-") as tmp:
         folder = Path(tmp) / "you"
         folder.mkdir()
-        for i, path in enumerate(args.notebooks):
+        for i, path in enumerate(usable):
             (folder / f"{i}-{path.name}").write_bytes(path.read_bytes())
         run = _run(args, course, [folder], Path(tmp) / "out", public_only=True)
-        results = grade(course, [folder], Path(tmp) / "out", run, regrade=True)
-    for result in results:
+        report = grade(course, [folder], Path(tmp) / "out", run, regrade=True)
+    for result in report.finals:
         _print_check(course, result)
-    return 0
+    return 1 if problems else 0
 
 
 def _print_check(course: Course, result) -> None:
-    for lab in result.labs:
+    from .reports import submitted_labs
+
+    for lab in (lab for lab in result.labs if lab in submitted_labs(result)):
         lab_obj = course.lab(lab)
         checks = [c for c in result.checks if c["lab"] == lab]
         got = sum(c["points"] for c in checks if c["passed"])
@@ -205,21 +261,60 @@ def _print_check(course: Course, result) -> None:
         print(f"  score so far: {got:g} of {public:g} public points; hidden checks worth {total - public:g} more "
               f"run when your work is graded")
     for problem in result.problems:
-        print(f"could not run: {problem}")
+        if not problem.startswith("no notebook for"):
+            print(f"could not run: {problem}")
 
 
 def cmd_merge(args: argparse.Namespace, course: Course) -> int:
     from .grade import merge
 
-    _report(merge(course, args.parts, args.out), args.out)
+    _report(merge(course, args.parts, args.out, args.extensions), args.out)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, course: Course) -> int:
+    from .grade import report
+
+    _report(report(course, args.out, args.extensions), args.out)
+    return 0
+
+
+def cmd_review(args: argparse.Namespace, course: Course) -> int:
+    from .grade import open_output
+    from .reports import finals
+    from .review import queue, render
+
+    with open_output(args.out) as book:
+        print(render(queue(course, book, finals(course, book, args.out.resolve()))).replace("DIR", str(args.out)))
+    return 0
+
+
+def cmd_override(args: argparse.Namespace, course: Course) -> int:
+    import datetime
+
+    from .final import Override, add_override, check_overrides
+    from .grade import open_output, report
+    from .reports import finals
+
+    out = args.out.resolve()
+    override = Override(args.student, args.unit, args.points, args.reason, args.by,
+                        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    with open_output(out) as book:
+        found = finals(course, book, out)
+        ungraded = book.ungraded()
+    check_overrides([override], {f.student: ({} if f.student in ungraded else f.max_units) for f in found},
+                    out / "overrides.csv")
+    add_override(out, override)
+    print(f"{args.student}: {args.unit} set to {args.points:g} ({args.reason})")
+    _report(report(course, out), out)
     return 0
 
 
 def cmd_bundle(args: argparse.Namespace, course: Course) -> int:
     from .bundle import bundle
 
-    print(f"wrote {bundle(course, args.out, args.lab, args.hidden_visibility)}: upload it as the assignment's "
-          "autograder on Gradescope")
+    print(f"wrote {bundle(course, args.out, args.lab, args.hidden_visibility, args.leaderboard)}: upload it as "
+          "the assignment's autograder on Gradescope")
     return 0
 
 
@@ -245,14 +340,30 @@ def _sandbox_options(p: argparse.ArgumentParser, grading: bool = True) -> None:
                             "(default 20; at least 10 s)")
         p.add_argument("--min-wall", type=_positive(float), default=60, metavar="S",
                        help="wall-clock backstop per check, at least (default 60 s; 3 times the CPU limit when more)")
+        p.add_argument("--lab-factor", type=_positive(float), default=10, metavar="F",
+                       help="wall-clock a lab may take, as a multiple of the reference's own time for it, plus "
+                            "--lab-margin (default 10)")
+        p.add_argument("--lab-margin", type=_positive(float), default=30, metavar="S",
+                       help="seconds added to each lab's wall-clock budget (default 30)")
         p.add_argument("--hidden-visibility", choices=VISIBILITIES, default="after_published",
                        help="Gradescope's visibility of the hidden checks in results.json (default after_published: "
                             "students see them, and a total that counts them, once grades are published)")
 
 
+def _out(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("out", type=Path, metavar="DIR", help=f"an output folder of `autograder grade` {what}")
+
+
+def _extensions(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extensions", type=Path, metavar="FILE",
+                   help="CSV student,lab,days: extra days before a lab counts as late (kept in DIR for every later "
+                        "report)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="autograder", description=DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"autograder {_version()}")
     top.add_argument("--course", type=Path, help="folder holding source/ and course.toml (default: $AUTOGRADER_COURSE, "
                      "else the current folder or a parent holding source/, else this package's checkout)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -275,8 +386,8 @@ def parser() -> argparse.ArgumentParser:
                        "become stubs, hidden tests and outputs are removed, read-only cells locked, checksums "
                        "set; each lab folder gets its own copy of utils.py. Byte-for-byte reproducible; release/ "
                        "is replaced only if every notebook released. Then grades the reference solutions once "
-                       "and keeps, per course version, what grading needs: each check's CPU cost (its time "
-                       "limit) and the reference's pictures.")
+                       "and keeps, per course version, what grading needs: each check's CPU cost and each lab's "
+                       "time (their time limits) and the reference's pictures.")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--no-artifacts", action="store_true", help="only release/, not the reference artifacts")
     what.add_argument("--artifacts-only", action="store_true",
@@ -290,24 +401,36 @@ def parser() -> argparse.ArgumentParser:
                        "exercise fails its tests with NotImplementedError and nothing worse, the source solutions "
                        "grade to full marks and the untouched release to zero, and each test cell is worth what "
                        "the checks standing for it are.")
+    p.add_argument("--lab", action="append", metavar="NAME", help="validate only this lab (repeatable)")
     _sandbox_options(p, grading=False)
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("grade", help="grade a class of submissions",
                        description="Grade submissions into DIR: grades.csv (one row per student), "
-                       "DIR/<student>/results.json (Gradescope's format) and feedback.html, summary.html, and the "
-                       "SQLite gradebook that makes a rerun grade only what is new or changed (after a crash "
-                       "too). A SUBMISSION is one student's folder of exercise notebooks (flat, or in the release "
-                       "layout; its name is the student id), a folder of such folders, or nbgrader's "
-                       "submitted/<student>/<assignment>/ tree. Notebooks are matched to labs by their grade_ids. "
-                       "Student code runs only in sandboxed workers.")
+                       "DIR/<student>/results.json (Gradescope's format) and feedback.html, summary.html with the "
+                       "review queue, and the SQLite gradebook that makes a rerun grade only what is new or "
+                       "changed (after a crash too). A SUBMISSION is one student's folder of exercise notebooks "
+                       "(flat, or in the release layout; its name is the student id), a folder of such folders, or "
+                       "nbgrader's submitted/<student>/<assignment>/ tree. Notebooks are matched to labs by their "
+                       "grade_ids. Student code runs only in sandboxed workers. Reports cover every student DIR "
+                       "holds; the final grade applies DIR/overrides.csv and course.toml's late policy.")
     p.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the results go")
-    p.add_argument("--student", metavar="ID", help="the one SUBMISSION folder is this student's, whatever its layout")
+    p.add_argument("--student", action="append", metavar="ID",
+                   help="grade (with --regrade: regrade) only this student (repeatable); every other row stays")
+    p.add_argument("--as", dest="as_student", metavar="ID",
+                   help="the one SUBMISSION folder is this student's, whatever its layout (as on Gradescope)")
     p.add_argument("--regrade", action="store_true",
                    help="grade again what the gradebook already holds unchanged (default: only new or changed)")
     p.add_argument("--shard", type=_shard, metavar="K/N",
                    help="grade only the K-th of N stable parts of the students (for job arrays; see merge)")
+    _extensions(p)
+    p.add_argument("--gradescope-metadata", type=Path, metavar="FILE",
+                   help="Gradescope's submission_metadata.json: when the one submission was made and is due")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="results.json carries Gradescope's leaderboard (the training labs' test accuracy)")
+    p.add_argument("--require-artifacts", action="store_true",
+                   help="refuse to grade without the reference artifacts (a broken setup, not a student's fault)")
     _sandbox_options(p)
     p.set_defaults(run=cmd_grade)
 
@@ -319,12 +442,42 @@ def parser() -> argparse.ArgumentParser:
     _sandbox_options(p)
     p.set_defaults(run=cmd_check)
 
+    p = sub.add_parser("review", help="list what a person should look at in a graded class",
+                       description="The review queue of DIR, one line each: review: flags, labs that were stopped "
+                       "or could not run, units that lost points only on rule checks, similar units, late work; "
+                       "then how to act on each kind. summary.html shows the same queue with the units' source.")
+    _out(p, "")
+    p.set_defaults(run=cmd_review)
+
+    p = sub.add_parser("override", help="set a unit's points (or the total) by hand, with a reason",
+                       description="Append to DIR/overrides.csv (student,unit,points,reason,by,at) and make every "
+                       "report again. The points replace the unit's autograded points (before the late penalty); "
+                       "UNIT may be `total`. Regrades keep overrides. To undo one, delete its line and run "
+                       "`autograder report DIR`.")
+    _out(p, "")
+    p.add_argument("student", metavar="STUDENT")
+    p.add_argument("unit", metavar="UNIT")
+    p.add_argument("points", type=float, metavar="POINTS")
+    p.add_argument("--reason", required=True, help="why (shown to the student in results.json and feedback.html)")
+    p.add_argument("--by", default=os.environ.get("USER") or getpass.getuser(),
+                   help="who decided (default: your user name)")
+    p.set_defaults(run=cmd_override)
+
+    p = sub.add_parser("report", help="make every output file again from the gradebook, without grading",
+                       description="grades.csv, results.json, feedback.html and summary.html from DIR's gradebook, "
+                       "course.toml's late policy, the extensions and DIR/overrides.csv: after a change of due "
+                       "date, extension or override, no regrade is needed.")
+    _out(p, "")
+    _extensions(p)
+    p.set_defaults(run=cmd_report)
+
     p = sub.add_parser("merge", help="combine the output folders of grade --shard runs",
                        description="Combine the gradebooks of several `grade --shard K/N` output folders into "
                        "DIR and write grades.csv, results.json, feedback and summary from it, as one run would. "
                        "Parts graded with other settings (course, checks, labs, sandbox) are refused.")
     p.add_argument("parts", nargs="+", type=Path, metavar="PART", help="output folders of the shards")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _extensions(p)
     p.set_defaults(run=cmd_merge)
 
     p = sub.add_parser("bundle", help="make a Gradescope autograder zip",
@@ -335,6 +488,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lab", metavar="NAME", help="the one lab this Gradescope assignment grades")
     p.add_argument("--hidden-visibility", choices=VISIBILITIES, default="after_published",
                    help="Gradescope's visibility of the hidden checks (default after_published; see the README)")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="results.json carries Gradescope's leaderboard entry: the test accuracy the training labs' "
+                        "recipe reached")
     p.set_defaults(run=cmd_bundle)
     return top
 
@@ -350,9 +506,6 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .gradebook import GradebookError
-    from .sandbox import SandboxError
-
     args = parser().parse_args(argv)
     try:
         course = Course(args.course.resolve()) if args.course else find_course()
@@ -361,12 +514,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autograder {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        helpers = sys.modules.get("utils")  # the course's utils.py, whose DatasetError is one line too
-        if isinstance(e, (CourseError, OSError, sqlite3.Error, SandboxError, GradebookError, ValueError)) or \
-                (helpers and isinstance(e, getattr(helpers, "DatasetError", ()))):
+        if _one_line(e):
             print(f"autograder {args.command}: {e}", file=sys.stderr)
             return 2
         raise
+
+
+def _one_line(e: Exception) -> bool:
+    """An error whose message says all a user needs (not a bug of ours, whose traceback helps)."""
+    from .final import PolicyError
+    from .gradebook import GradebookError
+    from .sandbox import SandboxError
+
+    helpers = sys.modules.get("utils")  # the course's utils.py, whose DatasetError is one line too
+    return isinstance(e, (CourseError, OSError, sqlite3.Error, SandboxError, GradebookError, PolicyError,
+                          ValueError)) or bool(helpers and isinstance(e, getattr(helpers, "DatasetError", ())))
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ Everything here runs in the forked child; failures raise ConfinementError with w
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import platform
 import resource
 import signal
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32,
 MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 8, 24, 38
 INSIDE_ID = 1000  # the worker's uid and gid as seen inside a user namespace
-UID_BASE = 200_000  # a root grader runs the worker whose first process is P as uid UID_BASE + P
+UID_BASE = 200_000  # a root grader's workers run as uids from UID_BASE up, a block of UID_BLOCK per grader
+UID_BLOCK, UID_BLOCKS = 1 << 16, 64
 
 # Per architecture: (seccomp audit arch, syscall numbers we use).
 _ARCH = {
@@ -102,8 +105,11 @@ def _inside(path: str, tree: str) -> bool:
     return path == tree or path.startswith(tree.rstrip("/") + "/")
 
 
-def _split(tree: str, hidden: list[str]) -> list[str]:
-    """`tree` as the fewest paths that cover it except the hidden paths inside it."""
+def _split(tree: str, hidden: list[str], links: dict[str, str]) -> list[str]:
+    """`tree` as the fewest paths that cover it except the hidden paths inside it. A symbolic link
+    met on the way is kept as a link (into `links`), never as a path to read: a rule or a bind
+    mount on a link would open its target whole (a virtual environment's lib64 -> lib holds the
+    grader's own package)."""
     inner = [h for h in hidden if _inside(h, tree)]
     if not inner:
         return [tree]
@@ -111,7 +117,11 @@ def _split(tree: str, hidden: list[str]) -> list[str]:
         return []
     parts = []
     for entry in sorted(os.listdir(tree)):
-        parts += _split(os.path.join(tree, entry), inner)
+        path = os.path.join(tree, entry)
+        if os.path.islink(path):
+            links[path] = os.readlink(path)
+        else:
+            parts += _split(path, inner, links)
     return parts
 
 
@@ -138,7 +148,7 @@ def allow_list(python_paths: list[str], protected: list[str], cuda: bool = False
     # A tree holding the whole of a hidden path's ancestor (e.g. sys.path = the course folder)
     # is split; nested trees collapse into their outermost.
     outer = [t for t in sorted(trees) if not any(t != o and _inside(t, o) for o in trees)]
-    read = tuple(p for tree in outer for p in _split(tree, hidden))
+    read = tuple(p for tree in outer for p in _split(tree, hidden, links))
     return Plan(read=read, links=links, devices=tuple(d for d in Plan.devices if os.path.exists(d))
                 + (tuple(f"/dev/{d}" for d in sorted(os.listdir("/dev")) if d.startswith("nvidia")) if cuda else ()))
 
@@ -196,6 +206,7 @@ def build_root(plan: Plan, sources: dict[str, int], scratch_bytes: int, uid: int
         _mount(None, f"{new}/tmp/{entry}", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for link, target in plan.links.items():
         if not os.path.lexists(new + link):
+            os.makedirs(os.path.dirname(new + link), exist_ok=True)
             os.symlink(target, new + link)
     os.makedirs(new + "/etc", exist_ok=True)
     with open(new + "/etc/passwd", "w") as f:
@@ -339,12 +350,15 @@ def scrub_environment(home: str, threads: int) -> None:
 
 
 def python_paths() -> list[str]:
-    """The interpreter's own trees: its prefixes and every sys.path folder."""
+    """The interpreter's own trees: its prefixes and the folders on sys.path, never the folder it
+    was started from (sys.path[0], unless Python was told not to add it: -I, -P), which may be
+    anything (/, /autograder, a course checkout) and is no part of Python."""
     import sys
 
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              str(Path(sys.executable).parent), os.path.realpath(sys.executable)}
-    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    safe = getattr(sys.flags, "safe_path", False) or sys.flags.isolated
+    paths.update(p for p in (sys.path if safe else sys.path[1:]) if p and os.path.isabs(p) and os.path.isdir(p))
     return sorted(paths)
 
 
@@ -388,17 +402,69 @@ def worker_folder(settings: Settings, pid: int) -> str | None:
     return None if settings.level.name == "namespaces" else os.path.join(settings.scratch_parent, str(pid))
 
 
-def worker_uid(pid: int) -> int | None:
-    """The uid the worker whose first process is `pid` runs as, seen from outside."""
-    return UID_BASE + pid if os.geteuid() == 0 else os.geteuid()
+class Uids:
+    """The uids one grader's workers run as. A root grader holds a block of them, claimed with a
+    lock file that this process, and the children it forks (the janitor), hold open: two graders
+    on one machine (two TAs, two tasks of a job array) never share a uid, so neither can signal,
+    kill or clean up after the other's workers. An unprivileged grader has only its own uid."""
+
+    FOLDERS = ("/run", "/var/run", "/var/tmp", "/tmp")
+
+    def __init__(self, first: int, size: int, lock: int | None = None):
+        self.first, self.size, self.lock, self.count = first, size, lock, 0
+
+    @classmethod
+    def claim(cls) -> "Uids":
+        if os.geteuid() != 0:
+            return cls(os.geteuid(), 1)
+        folder = cls._folder()
+        for block in range(UID_BLOCKS):
+            fd = os.open(f"{folder}/block-{block}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return cls(UID_BASE + block * UID_BLOCK, UID_BLOCK, fd)
+        raise ConfinementError(f"all {UID_BLOCKS} blocks of worker uids are held by other graders ({folder})")
+
+    @classmethod
+    def _folder(cls) -> str:
+        """A folder of root's alone for the lock files (none that another user could have made)."""
+        for parent in cls.FOLDERS:
+            if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+                continue
+            folder = os.path.join(parent, "autograder-uids")
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
+            st = os.lstat(folder)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+                raise ConfinementError(f"{folder} is not root's alone (mode {stat.S_IMODE(st.st_mode):o}, "
+                                       f"owner {st.st_uid}): remove it")
+            return folder
+        raise ConfinementError(f"no folder for the worker uids' lock files ({', '.join(cls.FOLDERS)})")
+
+    def next(self) -> int:
+        """A uid for the next worker (a block is used round: a uid comes back after its worker
+        was cleaned up, 65536 workers later)."""
+        uid = self.first + self.count % self.size
+        self.count += 1
+        return uid
+
+    def release(self) -> None:
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
 
 
-def fork_worker(settings: Settings, run, keep: tuple[int, ...] = (), output: int | None = None,
+def fork_worker(settings: Settings, uid: int, run, keep: tuple[int, ...] = (), output: int | None = None,
                 cgroup: tuple[str, ...] = ()) -> tuple[int, int | None]:
-    """Fork a worker confined by `settings` that calls `run(error)` once confined (`error`: why
-    confinement failed, or None) and exits. It joins `cgroup` (cgroup.procs files) first, keeps
-    only the file descriptors in `keep`, with `output` as its stdout and stderr and /dev/null as
-    stdin. Returns its first pid and its uid."""
+    """Fork a worker confined by `settings`, as `uid` (from the grader's Uids), that calls
+    `run(error)` once confined (`error`: why confinement failed, or None) and exits. It joins
+    `cgroup` (cgroup.procs files) first, keeps only the file descriptors in `keep`, with `output`
+    as its stdout and stderr and /dev/null as stdin. Returns its first pid and its uid."""
     to_parent_r, to_parent_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
     parent = os.getpid()
@@ -429,7 +495,7 @@ def fork_worker(settings: Settings, run, keep: tuple[int, ...] = (), output: int
                 for procs in cgroup:  # before anything else, so that everything it does is counted
                     with open(procs, "w") as f:
                         f.write("0")
-                _confine(settings, parent, handshake)
+                _confine(settings, uid, parent, handshake)
                 error = None
             except (ConfinementError, OSError) as e:
                 error = str(e)
@@ -441,7 +507,6 @@ def fork_worker(settings: Settings, run, keep: tuple[int, ...] = (), output: int
             os._exit(status)
     os.close(to_parent_w)
     os.close(to_child_r)
-    uid = worker_uid(pid)
     try:
         if settings.level.userns and os.read(to_parent_r, 1) == b"u":
             try:
@@ -455,10 +520,9 @@ def fork_worker(settings: Settings, run, keep: tuple[int, ...] = (), output: int
     return pid, (uid if settings.level.name != "none" else None)
 
 
-def _confine(settings: Settings, parent: int, handshake) -> None:
+def _confine(settings: Settings, uid: int, parent: int, handshake) -> None:
     level = settings.level
     os.setsid()
-    uid = worker_uid(os.getpid())
     if level.name == "namespaces":
         unshare(level.userns)
         if level.userns:

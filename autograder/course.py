@@ -17,8 +17,6 @@ from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
-import nbformat
-
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -33,7 +31,13 @@ class CourseError(RuntimeError):
     """The course folders are not what the tool needs; the message says what and where."""
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
+def read_notebook(path: Path):
+    """The notebook at `path` (an nbformat NotebookNode), or a CourseError saying why not."""
+    # Where Jupyter's extras installed rfc3987_syntax, jsonschema builds a grammar for IRIs when
+    # nbformat imports it (3 s); a notebook's schema has no IRI, and jsonschema does without it.
+    sys.modules.setdefault("rfc3987_syntax", None)
+    import nbformat
+
     try:
         return nbformat.read(path, as_version=4)
     except FileNotFoundError:
@@ -182,19 +186,44 @@ class Course:
     def units(self) -> tuple[str, ...]:
         return tuple(unit for lab in self.labs for unit in lab.units)
 
+    def stubs(self) -> dict[str, str]:
+        """unit -> its solution cell as released (what every student starts from); none unreleased."""
+        found = {}
+        for lab in self.labs:
+            path = self.release / lab.name / lab.exercise.name
+            if path.is_file():
+                nb = read_notebook(path)
+                found.update({unit: nb.cells[index].source for unit, index in unit_cells(nb).items()})
+        return found
+
+    def unit_points(self) -> dict[str, float]:
+        """What each unit is worth: the points of its exercise's test cells (`test_<unit>_...`)."""
+        points = {unit: 0.0 for unit in self.units}
+        for lab in self.labs:
+            for cell, value in lab.test_cells().items():
+                matches = [u for u in lab.units if cell.startswith(f"test_{u}_")]
+                if matches:
+                    points[max(matches, key=len)] += value
+        return points
+
     def helpers(self) -> ModuleType:
         """The course's utils.py, imported once under the name the notebooks use."""
         path = self.source / HELPERS
-        loaded = sys.modules.get("utils")
-        if loaded is not None and Path(getattr(loaded, "__file__", "")) == path:
-            return loaded
         if not path.is_file():
             raise CourseError(f"{path}: the course helper module is missing")
-        spec = importlib.util.spec_from_file_location("utils", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["utils"] = module
-        return module
+        return import_helpers(path)
+
+
+def import_helpers(path: Path) -> ModuleType:
+    """The helper module at `path`, imported once as `utils` (the name the notebooks use)."""
+    loaded = sys.modules.get("utils")
+    if loaded is not None and Path(getattr(loaded, "__file__", "")) == path:
+        return loaded
+    spec = importlib.util.spec_from_file_location("utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["utils"] = module
+    return module
 
 
 def secret_class_order(secret: str, n: int):

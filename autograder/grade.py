@@ -2,16 +2,19 @@
 
 The checks run in pytest processes of the grader's own (one per job), each with its own
 pre-warmed worker server, each recording a student's lab into the gradebook as soon as it is
-done. This process finds the submissions, extracts their code, hands each process its part (on
-a pipe: no file holds every student's code), shows progress, and then renders every report
-from the gradebook in one pass. A run that is killed and started again grades only what is
+done. This process finds the submissions, extracts their code, hands each process the run (on a
+pipe: no file holds every student's code) and then the students one at a time as they ask (a
+work queue: a process that drew quick students takes more), shows progress, and then makes every
+report from the gradebook in one pass. A run that is killed and started again grades only what is
 missing or changed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -21,13 +24,11 @@ from pathlib import Path
 
 from . import artifacts, confine
 from .course import Course, CourseError
-from .extract import extract
+from .extract import LabCode, extract
 from .gradebook import Gradebook
-from .reports import StudentResult, write_reports
+from .reports import GRADEBOOK, RESERVED, Report, keep_extensions, write_reports
 from .sandbox import Level, Limits
-from .submissions import discover
-
-GRADEBOOK = "gradebook.sqlite"
+from .submissions import Submission, discover, gradescope_times
 
 
 class GradingError(CourseError):
@@ -44,13 +45,7 @@ class Run:
     labs: tuple[str, ...] | None = None  # None: every lab some submission holds
     public_only: bool = False
     hidden_visibility: str = "after_published"  # Gradescope's visibility of the hidden checks
-
-
-def _digest(paths) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
-    return h.hexdigest()
+    leaderboard: bool = False  # results.json carries Gradescope's leaderboard (test accuracy)
 
 
 def protected_paths(course: Course, paths: list[Path], out: Path) -> list[Path]:
@@ -66,31 +61,40 @@ def in_shard(student: str, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     k, n = shard
-    return int(hashlib.sha256(student.encode()).hexdigest(), 16) % n == k - 1
+    return int(hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest(), 16) % n == k - 1
 
 
-def _labs_held(course: Course, code: dict[str, dict]) -> list[str]:
+def _labs_held(course: Course, code: dict[str, dict[str, LabCode]]) -> list[str]:
     held = {lab for labs in code.values() for lab, c in labs.items() if c.notebook is not None}
     return [lab.name for lab in course.labs if lab.name in held]
 
 
+def _cost(labs: dict) -> int:
+    """How long a student's labs take, roughly: the labs that train take the longest."""
+    return sum(1 + 10 * ("train" in lab) for lab, code in labs.items() if code["notebook"] is not None)
+
+
 def run_checks(course: Course, spec: dict, jobs: int) -> None:
-    """Every check of `spec` in `jobs` pytest processes; each records into the gradebook."""
-    students = sorted(spec["todo"])
-    groups = [students[i::jobs] for i in range(jobs) if students[i::jobs]]
+    """Every check of `spec` in `jobs` pytest processes; each records into the gradebook. Each
+    process holds the whole run and asks for its next student when it is done with one."""
+    students = sorted(spec["todo"], key=lambda s: (-_cost(spec["students"][s]["labs"]), s))
+    spec = {**spec, "order": students}
+    handed, lock = iter(range(len(students))), threading.Lock()
     procs = []
-    for group in groups:
-        part = {**spec, "todo": {s: spec["todo"][s] for s in group},
-                "students": {s: spec["students"][s] for s in group}}
+    for _ in range(jobs):
         read, write = os.pipe()
+        ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", "pytest", str(course.checks), "-p", "autograder.harness",
                    "-p", "no:cacheprovider", "--assert=plain", "-o", "python_files=lab*.py", "-q", "--no-header",
-                   "-rN", f"--rootdir={course.checks}", f"--autograder-spec-fd={read}"]
+                   "-rN", f"--rootdir={course.checks}", f"--autograder-spec-fd={read}",
+                   f"--autograder-queue-fd={theirs.fileno()}"]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=course.checks,
-                                pass_fds=[read], preexec_fn=lambda: confine.die_with_parent(None),
+                                pass_fds=[read, theirs.fileno()], preexec_fn=lambda: confine.die_with_parent(None),
                                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         os.close(read)
-        threading.Thread(target=_feed, args=(write, json.dumps(part).encode()), daemon=True).start()
+        theirs.close()
+        threading.Thread(target=_feed, args=(write, json.dumps(spec).encode()), daemon=True).start()
+        threading.Thread(target=_hand_out, args=(ours, handed, lock), daemon=True).start()
         tail: list[bytes] = []
         threading.Thread(target=_keep_tail, args=(proc.stdout, tail), daemon=True).start()
         procs.append((proc, tail))
@@ -98,13 +102,23 @@ def run_checks(course: Course, spec: dict, jobs: int) -> None:
     if os.environ.get("AUTOGRADER_DEBUG"):
         for _, tail in procs:
             sys.stderr.write(b"".join(tail).decode(errors="replace"))
-    failed = [(code, tail) for code, tail in failed if code not in (0, 1)]  # 1: some check failed, as expected
+    failed = [(code, tail) for code, tail in failed if code not in (0, 1, 5)]  # 1: a check failed; 5: none ran
     if failed:
         code, tail = failed[0]
         time.sleep(0.2)
         text = b"".join(tail).decode(errors="replace")[-3000:]
         raise GradingError(f"a grading process failed (exit {code}); the labs graded so far are kept in the "
                            f"gradebook. Its output ends:\n{text}")
+
+
+def _hand_out(sock: socket.socket, handed, lock: threading.Lock) -> None:
+    """Answer a pytest process's requests for its next student (an index into the run's order;
+    -1 when there is none left), in increasing order across all processes."""
+    with sock, sock.makefile("rwb", buffering=0) as stream:
+        for _ in stream:
+            with lock:
+                index = next(handed, -1)
+            stream.write(f"{index}\n".encode())
 
 
 def _feed(fd: int, data: bytes) -> None:
@@ -118,56 +132,111 @@ def _keep_tail(stream, tail: list[bytes]) -> None:
         del tail[:-200]
 
 
-def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool = False,
-          shard: tuple[int, int] | None = None, student: str | None = None, progress=None) -> list[StudentResult]:
-    """Grade every submission under `paths` into `out`; one result per student, in id order.
+def _lab_print(settings: str, lab_version: str, lab: str, code: LabCode, facts: dict) -> str:
+    """What a lab's grade depends on: the settings, the lab's checks and exercise, the code the
+    student's notebook gives it, and when it was submitted."""
+    graded = json.dumps([settings, lab_version, lab, asdict(code), facts], sort_keys=True)
+    return hashlib.sha256(graded.encode("utf-8", "surrogateescape")).hexdigest()
 
-    Labs already in out/gradebook.sqlite with the same fingerprint are not graded again unless
-    `regrade`. `progress(done, total)` is called as labs finish."""
+
+def _times(submission: Submission, code: LabCode, gradescope: tuple[str | None, str | None] | None) -> dict:
+    """When this lab was submitted (and due, where the submission says so)."""
+    if gradescope is not None:
+        return {"submitted_at": gradescope[0], "due": gradescope[1]}
+    notebook = next((p for p in submission.notebooks if p.name == code.notebook), None)
+    return {"submitted_at": submission.submitted.get(str(notebook)), "due": None}
+
+
+def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool = False,
+          shard: tuple[int, int] | None = None, students: tuple[str, ...] = (), as_student: str | None = None,
+          gradescope: Path | None = None, extensions: Path | None = None, progress=None) -> Report:
+    """Grade every submission under `paths` into `out`, then report on every student `out` holds.
+
+    Labs already in the gradebook with the same fingerprint are not graded again, unless
+    `regrade`; with `students`, only those students are graded (or regraded), and every other row
+    stays as it was. `as_student`: the one folder given is that student's, whatever its layout;
+    `gradescope`: that submission's submission_metadata.json (when it was made, when it is due).
+    `progress(done, total)` is called as labs finish."""
     out = out.resolve()
     if out in [p.resolve() for p in paths]:
         raise CourseError(f"{out}: the output folder cannot be a submissions folder")
-    submissions = [s for s in discover(paths, {lab.name for lab in course.labs}, student) if in_shard(s.student, shard)]
-    code = {s.student: extract(course, s.notebooks) for s in submissions}
+    submissions = [s for s in discover(paths, {lab.name for lab in course.labs}, as_student, RESERVED)
+                   if in_shard(s.student, shard)]
+    if students:
+        found = {s.student for s in submissions}
+        missing = [s for s in students if s not in found]
+        if missing:
+            raise CourseError(f"no submission of {', '.join(map(repr, missing))} under {', '.join(map(str, paths))}")
+        submissions = [s for s in submissions if s.student in students]
+    times = gradescope_times(gradescope) if gradescope else None
+    code = {s.student: extract(course, s.notebooks) for s in submissions if s.problem is None}
     labs = list(run.labs) if run.labs else _labs_held(course, code)
     for lab in labs:
         course.lab(lab)  # an unknown lab is a one-line error here
     if not labs:
         raise CourseError("no submission holds a notebook of any lab; pass --lab NAME to grade one anyway")
     out.mkdir(parents=True, exist_ok=True)
+    keep_extensions(out, extensions, course)
     reference = artifacts.load(course)
     settings = {"course": artifacts.fingerprint(course), "labs": json.dumps(labs), "sandbox": run.level.describe(),
                 "device": run.device, "limits": json.dumps(asdict(run.limits), sort_keys=True),
-                "public_only": str(run.public_only), "hidden_visibility": run.hidden_visibility}
+                "public_only": str(run.public_only), "hidden_visibility": run.hidden_visibility,
+                "leaderboard": str(run.leaderboard)}
+    graded_with = json.dumps({k: v for k, v in settings.items() if k not in ("course", "labs")}, sort_keys=True)
+    versions = {lab: artifacts.fingerprint(course, lab) for lab in labs}
     book = Gradebook(out / GRADEBOOK)
     try:
         book.set_settings(settings)
-        setting_print = json.dumps(settings, sort_keys=True)
-        prints = {s.student: {lab: hashlib.sha256(f"{setting_print}\0{lab}\0{_digest(s.notebooks)}".encode()).hexdigest()
-                              for lab in labs} for s in submissions}
+        for s in submissions:
+            if s.problem is not None and book.ungraded().get(s.student) != s.problem:
+                book.record_ungraded(s.student, s.problem)
+        facts = {s.student: {lab: _times(s, code[s.student][lab], times) for lab in labs}
+                 for s in submissions if s.problem is None}
+        prints = {student: {lab: _lab_print(graded_with, versions[lab], lab, code[student][lab], facts[student][lab])
+                            for lab in labs} for student in code}
         known = book.fingerprints()
-        todo = {s.student: [lab for lab in labs if regrade or known.get((s.student, lab)) != prints[s.student][lab]]
-                for s in submissions}
+        todo = {student: [lab for lab in labs if regrade or known.get((student, lab)) != prints[student][lab]]
+                for student in code}
         todo = {s: ls for s, ls in todo.items() if ls}
         if todo:
             spec = {"course": str(course.root), "gradebook": str(out / GRADEBOOK), "device": run.device,
-                    "secret": os.urandom(16).hex(),
+                    "secret": os.urandom(16).hex(), "sandbox": run.level.name,
                     "level": asdict(run.level), "limits": asdict(run.limits), "labs": labs, "todo": todo,
                     "units": {lab.name: list(lab.units) for lab in course.labs}, "public_only": run.public_only,
                     "costs": reference.costs if reference else {},
                     "protected": [str(p) for p in protected_paths(course, paths, out)],
                     "students": {s: {"fingerprints": prints[s],
-                                     "labs": {lab: {"setup": list(c.setup), "units": c.units, "notebook": c.notebook,
-                                                    "problem": c.problem} for lab, c in code[s].items()}}
+                                     "labs": {lab: {**asdict(c), **facts[s].get(lab, {})}
+                                              for lab, c in code[s].items()}}
                                  for s in todo}}
             stop = _watch(book.path, sum(len(ls) for ls in todo.values()), progress)
             try:
                 run_checks(course, spec, max(1, min(run.jobs, len(todo))))
             finally:
                 stop()
-        return write_reports(course, out, book, labs)
+        return write_reports(course, out, book)
     finally:
         book.close()
+
+
+@contextlib.contextmanager
+def open_output(out: Path):
+    """The gradebook of an output folder that grading made (a one-line error for any other)."""
+    out = out.resolve()
+    if not (out / GRADEBOOK).is_file():
+        raise CourseError(f"{out}: not a grading output folder (no {GRADEBOOK})")
+    book = Gradebook(out / GRADEBOOK)
+    try:
+        yield book
+    finally:
+        book.close()
+
+
+def report(course: Course, out: Path, extensions: Path | None = None) -> Report:
+    """Every output file again from the gradebook, the policy and the overrides; nothing graded."""
+    with open_output(out) as book:
+        keep_extensions(out.resolve(), extensions, course)
+        return write_reports(course, out.resolve(), book)
 
 
 def build_artifacts(course: Course, run: Run) -> artifacts.Artifacts:
@@ -199,7 +268,7 @@ def _watch(path: Path, total: int, progress):
     return lambda: (stop.set(), thread.join())
 
 
-def merge(course: Course, parts: list[Path], out: Path) -> list[StudentResult]:
+def merge(course: Course, parts: list[Path], out: Path, extensions: Path | None = None) -> Report:
     """One output folder from the output folders of shards, equal to grading them all at once."""
     out = out.resolve()
     books = [part / GRADEBOOK for part in parts]
@@ -207,11 +276,12 @@ def merge(course: Course, parts: list[Path], out: Path) -> list[StudentResult]:
     if missing:
         raise CourseError(f"not a grading output folder (no {GRADEBOOK}): {', '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
+    keep_extensions(out, extensions, course)
     book = Gradebook(out / GRADEBOOK)
     try:
         for part in books:
             if part.resolve() != (out / GRADEBOOK).resolve():
                 book.merge_from(part)
-        return write_reports(course, out, book, json.loads(book.settings()["labs"]))
+        return write_reports(course, out, book)
     finally:
         book.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -28,31 +29,39 @@ import pytest
 import torch
 
 from . import rules
+from .confine import Level
 from .course import Course, secret_class_order
 from .gradebook import Gradebook
 from .messages import Build, Call, Confined, Load, Loaded, Outcome, SetupDone, TrainingSet
-from .confine import Level
-from .sandbox import Limits, Server, Worker, WorkerFailure
+from .sandbox import Limits
+from .server import Server, Worker, WorkerFailure
 
 GRADING = "autograder-grading"
 WORKER_TEXT = 2000  # characters of worker-made text a check's message may carry
 LOAD = "load"  # the reference-cost key of loading a lab's cells
+LAB = "lab"  # the reference-cost key of a whole lab's wall-clock seconds
 
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("autograder")
     group.addoption("--autograder-spec-fd", type=int, help="file descriptor to read the run's JSON spec from")
+    group.addoption("--autograder-queue-fd", type=int,
+                    help="socket to ask for the next student on (without it, every student of the spec)")
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "points(n): what the check is worth")
     config.addinivalue_line("markers", "hidden: a check the student sees only after grades are published")
     config.addinivalue_line("markers", "cell(grade_id): the notebook test cell the check stands for")
+    config.addinivalue_line("markers", "training_set: the lab's workers hold the course's training set "
+                            "(a check module's pytestmark)")
+    config.addinivalue_line("markers", "rule: a check of a rule read from the source (a unit that loses points on "
+                            "these alone is in the review queue)")
     fd = config.getoption("--autograder-spec-fd")
     if fd is not None:
         with os.fdopen(fd) as f:
             spec = json.load(f)
-        config.pluginmanager.register(Grading(spec), GRADING)
+        config.pluginmanager.register(Grading(spec, config.getoption("--autograder-queue-fd")), GRADING)
 
 
 def _grading(request) -> "Grading":
@@ -67,7 +76,7 @@ def device(request) -> str:
 
 @pytest.fixture(scope="session")
 def course(request) -> Course:
-    return Course(Path(_grading(request).spec["course"]))
+    return _grading(request).course
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +86,9 @@ def lab_run(request, student):
     lab = Path(request.module.__file__).stem
     code = grading.spec["students"][student]["labs"].get(lab) or {"problem": f"no notebook for {lab}",
                                                                    "setup": [], "units": {}}
-    run = LabRun(grading.server, lab, code, grading.costs.get(lab, {}), grading.limits)
-    grading.pending[(student, lab)] = {"checks": [], "artifacts": []}
+    run = LabRun(grading.server, lab, code, grading.costs.get(lab, {}), grading.limits,
+                 data=request.node.get_closest_marker("training_set") is not None)
+    grading.pending[(student, lab)] = {"checks": [], "artifacts": [], "reviews": []}
     yield run
     try:
         summary = run.close()
@@ -142,13 +152,15 @@ class LabRun:
     visible checks and one for the hidden ones (so that nothing a hidden check sends can come back
     in a visible check's message), one more for checks that also load another lab's unit. A
     worker stopped by a check is started afresh for the next, so a crash costs only the checks it
-    happened in; a lab whose code cannot even load fails all its checks at once."""
+    happened in; a lab whose code cannot even load fails all its checks at once, and so does a lab
+    that runs out of its time budget (a multiple of the reference's own time for it)."""
 
     MAX_STARTS = 6  # workers a lab may need, crashes included
     MAX_TIME_STOPS = 2  # of which stopped for time: a hanging submission costs minutes, not more
 
-    def __init__(self, server: Server, lab: str, code: dict, costs: dict[str, float], limits: Limits):
-        self.server, self.lab, self.code, self.costs, self.limits = server, lab, code, costs, limits
+    def __init__(self, server: Server, lab: str, code: dict, costs: dict[str, float], limits: Limits,
+                 data: bool = False):
+        self.server, self.lab, self.code, self.costs, self.limits, self.data = server, lab, code, costs, limits, data
         self.workers: dict[tuple, tuple[Worker, dict]] = {}
         self.problem: str | None = code.get("problem")
         self.stops: list[str] = []
@@ -157,6 +169,14 @@ class LabRun:
         self.load_cpu = 0.0
         self.faulted = False
         self.started = time.monotonic()
+        self.budget = limits.lab_budget(costs.get(LAB))
+        reference = f"{limits.lab_factor:g} times what the reference solution needs, plus " \
+                    f"{limits.lab_margin_seconds:g} s" if LAB in costs else "the default for a lab"
+        self.over_budget = f"took more than this lab's time budget of {self.budget:.0f} s ({reference})"
+
+    def left(self) -> float:
+        """Seconds left of the lab's time budget."""
+        return self.budget - (time.monotonic() - self.started)
 
     def fault(self, what: str) -> None:
         """Our fault, not the student's: stop without recording this lab, so a rerun grades it."""
@@ -169,7 +189,16 @@ class LabRun:
         if worker.reason != "closed":
             self.stops.append(worker.reason)
             self.time_stops += worker.stopped_for_time
+            if worker.reason == self.over_budget:
+                self.problem = f"the lab was stopped: it {self.over_budget}"
         self.output += worker.output_text()
+
+    def exchange(self, worker: Worker, message, expect: type, what: str, cpu: float, wall: float):
+        """worker.exchange within what is left of the lab's budget as well as the call's own limits."""
+        left = self.left()
+        if left < wall:
+            return worker.exchange(message, expect, what, cpu, left, out_of_time=self.over_budget)
+        return worker.exchange(message, expect, what, cpu, wall)
 
     def worker(self, key: tuple, extra: dict[str, Any]) -> tuple[Worker, dict]:
         """The worker for `key` (hidden or not, extra units), its cells loaded: (worker, load errors)."""
@@ -181,7 +210,7 @@ class LabRun:
             if self.problem:
                 pytest.fail(self.problem, pytrace=False)
             try:
-                worker = self.server.worker()
+                worker = self.server.worker(data=self.data)
             except (OSError, RuntimeError) as e:
                 self.fault(f"{e}")
             cpu, wall = self.limits.budget(self.costs.get(LOAD))
@@ -195,12 +224,13 @@ class LabRun:
                 setup = worker.exchange(load, SetupDone, "running the provided cells", cpu, wall)
                 if setup.error:
                     self.fault(f"the provided cells failed ({setup.error})")
-                loaded = worker.exchange(None, Loaded, "loading the notebook's code", cpu - worker.cpu_used, wall)
+                loaded = self.exchange(worker, None, Loaded, "loading the notebook's code", cpu - worker.cpu_used,
+                                       wall)
                 self.load_cpu = max(self.load_cpu, worker.cpu_used)
             except WorkerFailure as e:
                 self.workers[key] = (worker, {})
                 self._retire(key)
-                self.problem = f"the notebook's code could not be loaded: {e}"
+                self.problem = self.problem or f"the notebook's code could not be loaded: {e}"
                 pytest.fail(self.problem, pytrace=False)
             self.workers[key] = (worker, dict(loaded.errors))
         return self.workers[key]
@@ -243,11 +273,12 @@ class UnitUnderTest:
                 pytest.fail(f"the cell defining {unit} raised {_cap(errors[unit])}", pytrace=False)
         cpu, wall = self._budget
         try:
-            outcome = worker.exchange(Call(target, args, kwargs, grad, tuple(requires_grad), backward, on_device, seed),
-                                      Outcome, f"the check of {self.unit}", cpu - self._grading.cpu_spent(self._item),
-                                      wall - (time.monotonic() - self._started))
+            outcome = self._run.exchange(
+                worker, Call(target, args, kwargs, grad, tuple(requires_grad), backward, on_device, seed), Outcome,
+                f"the check of {self.unit}", cpu - self._grading.cpu_spent(self._item),
+                wall - (time.monotonic() - self._started))
         except WorkerFailure as e:
-            pytest.fail(_cap(str(e)), pytrace=False)
+            pytest.fail(_cap(self._run.problem or str(e)), pytrace=False)
         finally:
             self._grading.add_cpu(self._item, worker.cpu_used)
         if outcome.error is not None:
@@ -281,6 +312,10 @@ class UnitUnderTest:
                 return UnitUnderTest(self._grading, self._item, self._run, self.student, self.unit, self.hidden, extra)
         pytest.fail(f"{unit} was not found in the submission", pytrace=False)
 
+    def review(self, why: str) -> None:
+        """Ask a TA to look at this unit (`review: <unit> <why>` in the row), whatever the points."""
+        self._item.user_properties.append(("review", f"{self.unit} {why}"))
+
     def keep(self, name: str, value: torch.Tensor, picture: str | None = None) -> None:
         """Keep a tensor (e.g. learned templates) with the check's outcome, for the feedback;
         `picture` names how the course's feedback draws it."""
@@ -292,17 +327,21 @@ class Grading:
     """One grading process: every check for its students, student by student and lab by lab,
     each lab recorded into the gradebook as soon as it is done."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, queue: int | None = None):
         self.spec = spec
         self.gradebook = Gradebook(Path(spec["gradebook"]))
         self.device_name = spec["device"]
         self.limits = Limits(**spec["limits"])
-        self.students = sorted(spec["todo"])
+        self.students = spec.get("order") or sorted(spec["todo"])
+        self.position = {s: i for i, s in enumerate(self.students)}
+        self.queue = socket.socket(fileno=queue).makefile("rwb", buffering=0) if queue is not None else None
+        self.current: float | None = None  # the index of the student this process grades now
         self.labs = set(spec["labs"])
         self.costs: dict[str, dict[str, float]] = spec.get("costs", {})
+        self.course = Course(Path(spec["course"]))
         # Started now, so that it warms up while pytest collects the checks.
-        self.server = Server(Path(spec["course"]), Level(**spec["level"]), self.limits, self.device_name,
-                             [Path(p) for p in spec["protected"]], spec["secret"])
+        self.server = Server(self.course, Level(**spec["level"]), self.limits, self.device_name,
+                             [Path(p) for p in spec["protected"]], labels=self.training_labels)
         self.pending: dict[tuple[str, str], dict] = {}
         self._cpu: dict[str, float] = {}
 
@@ -310,10 +349,31 @@ class Grading:
         """The run's secret renaming of n classes, as the workers' training labels have it."""
         return secret_class_order(self.spec["secret"], n)
 
+    def training_labels(self) -> torch.Tensor:
+        """The training labels the workers hold: renamed here, so that no worker holds the order."""
+        _, labels = self.course.helpers().load_arrays(self.course.dataset, self.course.train_split)
+        labels = torch.from_numpy(labels.astype("int64"))
+        return self.class_order(int(labels.max()) + 1)[labels]
+
     # -- which checks run, in which order ------------------------------------------------------
     def pytest_generate_tests(self, metafunc) -> None:
-        if "student" in metafunc.fixturenames:
-            metafunc.parametrize("student", self.students, ids=self.students, scope="module")
+        if "student" in metafunc.fixturenames:  # ids by position: a folder name may be any text
+            metafunc.parametrize("student", self.students, ids=[f"s{i}" for i in range(len(self.students))],
+                                 scope="module")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        """Run a check only if its student is this process's: when done with one student, ask
+        for the next (students are handed out in the run's order, so each process sees its own
+        in order and skips the others')."""
+        if self.queue is None:
+            return None
+        index = self.position[item.callspec.params["student"]]
+        if self.current is None or index > self.current:
+            self.queue.write(b"next\n")
+            answer = int(self.queue.readline() or b"-1")
+            self.current = answer if answer >= 0 else float("inf")
+        return None if index == self.current else True
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config, items) -> None:
@@ -321,10 +381,9 @@ class Grading:
         kept = [i for i in items if _lab_of(i) in todo[i.callspec.params["student"]] and
                 not (self.spec.get("public_only") and i.get_closest_marker("hidden"))]
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
-        order = {s: i for i, s in enumerate(self.students)}
         position = {id(item): i for i, item in enumerate(kept)}
         # Student by student, lab by lab, visible checks before hidden ones.
-        kept.sort(key=lambda i: (order[i.callspec.params["student"]], _lab_of(i),
+        kept.sort(key=lambda i: (self.position[i.callspec.params["student"]], _lab_of(i),
                                  i.get_closest_marker("hidden") is not None, position[id(i)]))
         items[:] = kept
 
@@ -352,10 +411,12 @@ class Grading:
                 "label": check_label(item), "cell": cell.args[0] if cell else None,
                 "points": float(points.args[0]) if points else 0.0,
                 "hidden": item.get_closest_marker("hidden") is not None, "passed": report.passed,
+                "rule": item.get_closest_marker("rule") is not None,
                 "seconds": round(call.duration, 3), "cpu_seconds": round(self.cpu_spent(item), 3),
                 "message": _message(call.excinfo) if report.failed else "",
             })
             pending["artifacts"] += [value for key, value in report.user_properties if key == "artifact"]
+            pending["reviews"] += [value for key, value in report.user_properties if key == "review"]
 
     def record(self, student: str, lab: str, run: LabRun, summary: dict) -> None:
         pending = self.pending.pop((student, lab))
@@ -363,10 +424,14 @@ class Grading:
         provided = rules.provided_names(tuple(run.code.get("setup", ())))
         reviews = [f"{unit} uses {', '.join(found.escapes)}" for unit in self.spec["units"][lab]
                    if unit in units and (found := rules.facts(units[unit], provided)).escapes]
+        reviews += [r for r in pending["reviews"] if r not in reviews]
         summary["output"] = _cap(summary["output"], 4 * WORKER_TEXT)
+        facts = self.spec["students"][student]["labs"].get(lab, {})
+        summary.update(sandbox=self.spec["sandbox"], submitted_at=facts.get("submitted_at"), due=facts.get("due"))
+        kept = [(name, picture, value.numpy()) for name, picture, value in pending["artifacts"]]
         self.gradebook.record(student, lab, self.spec["students"][student]["fingerprints"][lab],
                               round(time.monotonic() - run.started, 2), pending["checks"], summary, reviews,
-                              pending["artifacts"], time.time())
+                              kept, units, time.time())
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session) -> None:

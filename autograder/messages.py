@@ -44,19 +44,32 @@ class GarbageReply(ChannelError):
 
 @dataclass(frozen=True)
 class Start:
-    """What the server loads and how it confines every worker (see confine.py)."""
-    course: str
-    secret: str  # the run's secret: the workers' training labels name the classes in its order
+    """What the server imports and how it confines every worker (see confine.py). Nothing here
+    is a secret of the grader's, since a worker's memory is a copy of the server's: the paths a
+    worker may read (not those it may not), no seed, no class order."""
+    helpers: str  # the course's helper module, which the provided cells import as `utils`
+    dataset: str
+    train_split: str  # what the workers hold, under its name and the withheld split's
+    withheld_split: str
     level: str
     userns: bool
     landlock: int
-    protected: tuple[str, ...]
+    read: tuple[str, ...]
+    links: dict[str, str]
+    devices: tuple[str, ...]
     device: str
     file_bytes: int
     cpu_seconds: int
     processes: int
     scratch_bytes: int
     threads: int
+
+
+@dataclass(frozen=True)
+class LoadData:
+    """Load the training images, with these labels: the grader's renaming of the classes, made
+    where no worker can see how."""
+    labels: Any
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,7 @@ class Spawned:
 
 @dataclass(frozen=True)
 class Ready:
-    """The server has loaded everything; `error` says why it could not."""
+    """The server has done what Start or LoadData asked; `error` says why it could not."""
     error: str | None = None
 
 
@@ -158,7 +171,7 @@ class Outcome:
     error: str | None = None
 
 
-MESSAGES = {cls.__name__: cls for cls in (Start, Spawn, Spawned, Ready, Load, Build, TrainingSet, Call, Confined,
+MESSAGES = {cls.__name__: cls for cls in (Start, LoadData, Spawn, Spawned, Ready, Load, Build, TrainingSet, Call, Confined,
                                           SetupDone, Loaded, ModuleState, Outcome)}
 # All a worker may send, nested ones included. Confined and SetupDone are believed only as the
 # first words of a worker and of a Load, which no student code can have written before.

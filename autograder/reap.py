@@ -7,9 +7,11 @@ server's janitor (which acts when the grader dies) use these functions.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -81,21 +83,57 @@ def kill_all(level: str, pid: int, uid: int | None) -> None:
         time.sleep(0.01)
 
 
-def remove_files_of(uid: int) -> None:
-    """What a worker of this uid left in the folders every user may write to."""
+def owned_in_shared_folders(uid: int) -> list[str]:
+    """What this uid made directly in the folders every user may write to."""
+    found = []
     for top in WORLD_WRITABLE:
         if not os.path.isdir(top) or os.path.islink(top):
             continue
-        for entry in os.scandir(top):
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
             try:
-                if entry.stat(follow_symlinks=False).st_uid != uid:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    remove_tree(entry.path)
-                else:
-                    os.unlink(entry.path)
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    found.append(entry.path)
             except OSError:
                 pass
+    return found
+
+
+def disk_usage(paths: list[str], most: int) -> tuple[int, int]:
+    """(bytes, entries) under `paths`, allocated blocks counted, links not followed; the count
+    stops at `most` entries, so a folder of a million files costs no more than `most` stats."""
+    size = count = 0
+    todo = list(paths)
+    while todo and count < most:
+        path = todo.pop()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        count += 1
+        size += st.st_blocks * 512
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(path) as entries:
+                    todo.extend(e.path for e in itertools.islice(entries, max(most - count - len(todo), 0) + 1))
+            except OSError:
+                pass
+    return size, count + len(todo)
+
+
+def remove_files_of(uid: int) -> None:
+    """What a worker of this uid left in the folders every user may write to."""
+    for path in owned_in_shared_folders(uid):
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                remove_tree(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 def remove_tree(path: str) -> None:

@@ -46,6 +46,7 @@ class Facts:
     reaches outside plain code."""
     names: frozenset[str]
     escapes: tuple[str, ...]
+    lines: tuple[int, ...] = ()  # where in the cell the escapes are
 
 
 def _root(node: ast.AST) -> ast.AST:

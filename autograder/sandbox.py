@@ -1,41 +1,38 @@
-"""The grader's side of the sandbox: choosing the level, the pre-warmed server, and each worker.
+"""The grader's side of the sandbox: which level workers are confined at, what they may read,
+and the limits they run under.
 
-The grader never runs student code. It starts one server (worker.py, `python -I` from an empty
-folder) that loads torch, the course helpers and the training set; each lab submission gets a
-worker forked from it in milliseconds and confined at the level chosen at start (confine.py).
-The grader keeps the limits a worker cannot lift: CPU seconds per call (set from the reference's
-own cost), wall-clock only as a backstop, resident memory and process count summed over every
-process of the worker, and the flood of output (only the head is kept).
+The level is chosen once, at start, by confining a throwaway worker exactly as a real one would
+be and checking what it can read (`choose_level`). The limits are the grader's to keep, from
+outside the worker (server.py): CPU seconds per call, set from the reference's own cost;
+wall-clock as a backstop per call and a budget per lab; memory and processes summed over every
+process of a worker; what it writes to disk; its output.
 """
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import confine, messages, reap
-from .cgroups import Cgroup, Cgroups
+from . import confine, reap
 from .confine import Level
-from .messages import Call, Load
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one worker may use. Time is CPU seconds per call: `cpu_factor` times what the
     reference solution needed for that call, at least `min_cpu_seconds` (or `default_cpu_seconds`
-    when the reference's cost is unknown); wall-clock is only a backstop, `wall_factor` times the
-    CPU limit and at least `min_wall_seconds`."""
+    when the reference's cost is unknown); wall-clock is a backstop per call, `wall_factor` times
+    the CPU limit and at least `min_wall_seconds`, and a budget per lab, `lab_factor` times the
+    reference's own time for the lab plus `lab_margin_seconds` (or `default_lab_seconds`), so that
+    a submission that sleeps through every call holds its job for about a minute, not an hour."""
     memory_bytes: int = 4 * 2**30
     processes: int = 64
     file_bytes: int = 64 * 2**20
     scratch_bytes: int = 256 * 2**20
+    scratch_files: int = 10_000
     output_bytes: int = 64 * 2**10
     threads: int = 1
     cpu_factor: float = 20.0
@@ -43,6 +40,9 @@ class Limits:
     default_cpu_seconds: float = 60.0
     wall_factor: float = 3.0
     min_wall_seconds: float = 60.0
+    lab_factor: float = 10.0
+    lab_margin_seconds: float = 30.0
+    default_lab_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -55,6 +55,12 @@ class Limits:
             max(self.min_cpu_seconds, self.cpu_factor * reference_cpu)
         return cpu, max(self.min_wall_seconds, self.wall_factor * cpu)
 
+    def lab_budget(self, reference_seconds: float | None) -> float:
+        """Wall seconds a lab may take, for a lab the reference graded in `reference_seconds`."""
+        if reference_seconds is None:
+            return self.default_lab_seconds
+        return self.lab_factor * reference_seconds + self.lab_margin_seconds
+
 
 # ---- levels ----------------------------------------------------------------------------------
 
@@ -62,12 +68,16 @@ class SandboxError(RuntimeError):
     """No sandbox level is possible (or the one asked for is not); the message says why."""
 
 
-def settings(level: Level, limits: Limits, protected: list[str], cuda: bool = False,
-             scratch_parent: str | None = None) -> confine.Settings:
-    """How every worker of a run is confined: `protected` paths are never readable from it."""
-    plan = confine.allow_list(confine.python_paths(), protected, cuda)
+def plan(protected: list[str], cuda: bool = False) -> confine.Plan:
+    """What every worker of a run may read: Python and the system, never a `protected` path."""
+    return confine.allow_list(confine.python_paths(), protected, cuda)
+
+
+def settings(level: Level, limits: Limits, allowed: confine.Plan, scratch_parent: str | None = None
+             ) -> confine.Settings:
+    """How every worker of a run is confined."""
     lab_cpu = int(max(limits.default_cpu_seconds, limits.min_cpu_seconds) * limits.cpu_factor) + 60
-    return confine.Settings(level, plan, limits.file_bytes, lab_cpu, limits.processes, limits.scratch_bytes,
+    return confine.Settings(level, allowed, limits.file_bytes, lab_cpu, limits.processes, limits.scratch_bytes,
                             limits.threads, scratch_parent)
 
 
@@ -81,7 +91,8 @@ def _verify(plan: confine.Plan, protected: list[str]) -> str | None:
             # A protected folder may be the way to an allowed one (a virtual environment inside
             # the course folder): then that is all it may show.
             shown = [os.path.join(path, e) for e in os.listdir(path)]
-            extra = [e for e in shown if not any(r == e or r.startswith(e + "/") for r in plan.read)]
+            extra = [e for e in shown if e not in plan.links and not any(r == e or r.startswith(e + "/")
+                                                                         for r in plan.read)]
             if extra:
                 return f"a worker can read {extra[0]}"
         except OSError:
@@ -129,22 +140,28 @@ def _open_to_workers(plan: confine.Plan, protected: list[str], lock: bool) -> li
 def _probe(level: Level, protected: list[str], cuda: bool) -> str | None:
     """Confine a throwaway worker exactly as a real one would be; None when that worked and it
     could read what it needs and nothing protected."""
+    try:
+        uids = confine.Uids.claim()
+    except confine.ConfinementError as e:
+        return str(e)
     scratch = tempfile.mkdtemp(prefix="autograder-probe-") if level.name != "namespaces" else None
     if scratch:
         os.chmod(scratch, 0o711)
+    s = settings(level, Limits(), plan(protected, cuda), scratch)
     read, write = os.pipe()
-    s = settings(level, Limits(), protected, cuda, scratch)
 
     def report(error: str | None) -> None:
         os.write(write, (error or _verify(s.plan, confine.hidden_paths(protected)) or "").encode()[:1000])
 
     try:
-        pid, _ = confine.fork_worker(s, report, keep=(write,))
+        pid, uid = confine.fork_worker(s, uids.next(), report, keep=(write,))
         os.close(write)
         with os.fdopen(read, "rb") as f:
             error = f.read().decode(errors="replace")
         os.waitpid(pid, 0)
+        reap.clean_up(level.name, pid, uid, None)
     finally:
+        uids.release()
         if scratch:
             reap.remove_tree(scratch)
     return error or None
@@ -171,8 +188,7 @@ def choose_level(requested: str = "auto", protected: list[Path] = (), cuda: bool
             # Landlock keeps a worker to the allow-list; without it, permissions have to.
             abi = confine.landlock_abi() if os.environ.get("AUTOGRADER_LANDLOCK", "1") != "0" else 0
             level = Level("uid", landlock=abi)
-            plan = settings(level, Limits(), protected, cuda).plan
-            for change in _open_to_workers(plan, confine.hidden_paths(protected), lock=not abi):
+            for change in _open_to_workers(plan(protected, cuda), confine.hidden_paths(protected), lock=not abi):
                 print(f"sandbox: {change}", file=sys.stderr)
             error = _probe(level, protected, cuda)
             if error is None:
@@ -182,202 +198,3 @@ def choose_level(requested: str = "auto", protected: list[Path] = (), cuda: bool
                        "unprivileged user namespaces, or pass --no-sandbox to grade without isolation")
 
 
-# ---- a worker --------------------------------------------------------------------------------
-
-class WorkerFailure(Exception):
-    """The worker could not answer: the message says why in words a student understands."""
-
-
-class Worker:
-    """One lab submission's process tree: load its code, then answer calls, each under limits."""
-
-    def __init__(self, level: Level, spawned: messages.Spawned, sock: socket.socket, output_fd: int,
-                 limits: Limits, cgroup: Cgroup | None):
-        self.level, self.sock, self.limits, self.cgroup = level, sock, limits, cgroup
-        self.pid, self.uid, self.folder = spawned.pid, spawned.uid, spawned.folder
-        self.reason: str | None = None  # why it was stopped, once it was
-        self.stopped_for_time = False
-        self.output, self.output_dropped = bytearray(), 0
-        self.cpu_used = 0.0  # by the last call
-        self._call: tuple[float, float] | None = None  # (CPU seconds at its start, its CPU limit)
-        self._stop = threading.Event()
-        threading.Thread(target=self._drain, args=(output_fd,), daemon=True).start()
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _drain(self, fd: int) -> None:
-        with os.fdopen(fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(1 << 16):
-                room = max(self.limits.output_bytes - len(self.output), 0)
-                self.output += chunk[:room]
-                self.output_dropped += len(chunk) - len(chunk[:room])
-
-    def _usage(self) -> tuple[float, int, int]:
-        """(CPU seconds, memory bytes, processes): from its cgroup where it has one (where the
-        kernel counts everything), else summed over its processes (RSS, CPU of the living and of
-        the children they reaped)."""
-        if self.cgroup is not None:
-            try:
-                cpu, memory, killed = self.cgroup.usage()
-                if killed:
-                    self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")
-                return cpu, memory, len(self.cgroup.pids())
-            except (OSError, ValueError):
-                pass  # removed meanwhile: the worker is gone
-        procs = reap.members(reap.scan(), self.level.name, self.pid, self.uid)
-        return sum(p.cpu_seconds for p in procs), sum(p.rss_bytes for p in procs), len(procs)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.1):  # a scan of /proc costs about a millisecond
-            cpu, rss, count = self._usage()
-            call = self._call
-            if call is not None:
-                self.cpu_used = cpu - call[0]
-                if self.cpu_used > call[1]:
-                    self.kill(f"used more than {call[1]:.0f} s of CPU time", for_time=True)
-            if rss > self.limits.memory_bytes:
-                self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")
-            elif count > self.limits.processes:
-                self.kill(f"started more than {self.limits.processes} processes")
-
-    def kill(self, reason: str, for_time: bool = False) -> None:
-        if self.reason is None:
-            self.reason, self.stopped_for_time = reason, for_time
-        if self.cgroup is not None:
-            self.cgroup.kill()
-        reap.kill_all(self.level.name, self.pid, self.uid)
-        self.sock.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self.reason is None:
-            self.reason = "closed"
-        self.sock.close()
-        reap.clean_up(self.level.name, self.pid, self.uid, self.folder)
-        if self.cgroup is not None:
-            self.cgroup.remove()
-
-    def exchange(self, message: Load | Call | None, expect: type, what: str, cpu_limit: float, wall_limit: float):
-        """Send `message` (if any) and wait for a reply of type `expect`, using at most
-        `cpu_limit` CPU seconds and `wall_limit` seconds; WorkerFailure says why there is none."""
-        if self.reason:
-            raise WorkerFailure(f"the submission's process was stopped earlier: it {self.reason}")
-        if cpu_limit <= 0 or wall_limit <= 0:
-            self.kill("ran out of the time this check allows", for_time=True)
-            raise WorkerFailure(f"the submission's process {self.reason}")
-        self._call = (self._usage()[0], cpu_limit)
-        try:
-            self.sock.settimeout(wall_limit)
-            if message is not None:
-                messages.send(self.sock, message)
-            return messages.expect(messages.receive(self.sock, messages.FROM_WORKER, time.monotonic() + wall_limit), expect)
-        except (socket.timeout, TimeoutError):
-            self.kill(f"did not finish {what} within {wall_limit:.0f} s", for_time=True)
-        except messages.GarbageReply as e:
-            self.kill("sent a reply that is not data")
-            raise WorkerFailure(f"the submission's process answered garbage during {what}: {e}") from None
-        except (messages.ChannelError, OSError):
-            time.sleep(0.15)  # let the watchdog say why, if it was the one
-            self.kill(f"exited during {what}")
-        finally:
-            self.cpu_used = self._usage()[0] - self._call[0] if self.reason is None else self.cpu_used
-            self._call = None
-        raise WorkerFailure(f"the submission's process {self.reason}")
-
-    def output_text(self) -> str:
-        text = self.output.decode(errors="replace")
-        return text + (f"\n[... {self.output_dropped} more bytes of output dropped]" if self.output_dropped else "")
-
-
-# ---- the server ------------------------------------------------------------------------------
-
-# What the server (and so every worker, whose memory keeps the environment it was started with)
-# may know of the grader's environment: where things are, never tokens or passwords.
-SERVER_ENVIRONMENT = ("HOME", "LANG", "LC_ALL", "TZ", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR",
-                      "AUTOGRADER_DATA", "AUTOGRADER_IDX_PATH", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
-
-
-def server_environment() -> dict[str, str]:
-    env = {name: os.environ[name] for name in SERVER_ENVIRONMENT if name in os.environ}
-    # malloc in transparent huge pages: a fork copies one page table entry for 2 MiB where it
-    # would copy 512, so a worker forks several times faster from the big warm server.
-    tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
-    return {**env, "PATH": "/usr/bin:/bin", "AUTOGRADER_OFFLINE": "1", "GLIBC_TUNABLES": tunables}
-
-
-class Server:
-    """The pre-warmed process that forks workers; restarted if something killed it."""
-
-    def __init__(self, course_root: Path, level: Level, limits: Limits, device: str, protected: list[Path],
-                 secret: str):
-        self.course_root, self.level, self.limits, self.device, self.secret = course_root, level, limits, device, secret
-        self.protected = sorted({str(Path(p).resolve()) for p in protected})
-        self.cgroups = Cgroups.find(f"autograder-{os.getpid()}")
-        self._lock = threading.Lock()
-        self._start()
-
-    def _start(self) -> None:
-        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # python -I from an empty folder of its own: nothing planted in a working folder or the
-        # environment is imported. The server leaves and removes the folder once it has loaded.
-        self.empty = tempfile.mkdtemp(prefix="autograder-server-")
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder.worker", str(theirs.fileno())], cwd=self.empty,
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
-                env=server_environment(), preexec_fn=lambda: confine.die_with_parent(None))
-        finally:
-            theirs.close()
-        s = settings(self.level, self.limits, self.protected)
-        start = messages.Start(course=str(self.course_root), secret=self.secret, level=self.level.name,
-                               userns=self.level.userns,
-                               landlock=self.level.landlock, protected=tuple(self.protected), device=self.device,
-                               file_bytes=s.file_bytes, cpu_seconds=s.cpu_seconds, processes=s.processes,
-                               scratch_bytes=s.scratch_bytes, threads=s.threads)
-        self.control.send(messages.encode(start))
-        self.ready = False  # it loads torch and the data meanwhile; the first worker waits for it
-
-    def _await_ready(self) -> None:
-        self.control.settimeout(600)
-        try:
-            ready = messages.expect(messages.decode(self.control.recv(1 << 20), messages.FROM_SERVER), messages.Ready)
-        except (OSError, messages.ChannelError) as e:
-            raise RuntimeError(f"the grading server did not start ({e})") from None
-        if ready.error:
-            raise RuntimeError(f"the grading server could not start: {ready.error}")
-        self.ready = True
-
-    def worker(self) -> Worker:
-        """A fresh worker, confined, its code not yet loaded."""
-        with self._lock:
-            if self.process.poll() is not None:
-                self._start()
-            if not self.ready:
-                self._await_ready()
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            read_end, write_end = os.pipe()
-            group = self.cgroups.worker(self.limits.memory_bytes, self.limits.processes) if self.cgroups else None
-            try:
-                spawn = messages.Spawn(cgroup=group.procs_files if group else ())
-                socket.send_fds(self.control, [messages.encode(spawn)], [theirs.fileno(), write_end])
-                spawned = messages.expect(messages.decode(self.control.recv(1 << 16), messages.FROM_SERVER),
-                                          messages.Spawned)
-            except BaseException:
-                ours.close()
-                os.close(read_end)
-                if group is not None:
-                    group.remove()
-                raise
-            finally:
-                theirs.close()
-                os.close(write_end)
-        return Worker(self.level, spawned, ours, read_end, self.limits, group)
-
-    def close(self) -> None:
-        self.control.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        reap.remove_tree(self.empty)
-        if self.cgroups is not None:
-            self.cgroups.remove()

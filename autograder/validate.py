@@ -42,10 +42,10 @@ def check_released(path: Path) -> list[str]:
     return problems
 
 
-def points_agree(course: Course, checks: list[dict]) -> list[str]:
+def points_agree(course: Course, checks: list[dict], labs: tuple[str, ...] | None = None) -> list[str]:
     """Each test cell's points equal the points of the checks that stand for it."""
     problems = []
-    for lab in course.labs:
+    for lab in (lab for lab in course.labs if labs is None or lab.name in labs):
         cells = lab.test_cells()
         graded = Counter()
         for c in checks:
@@ -59,14 +59,14 @@ def points_agree(course: Course, checks: list[dict]) -> list[str]:
     return problems
 
 
-def check_grading(course: Course, level: Level, jobs: int = 2) -> list[str]:
+def check_grading(course: Course, level: Level, labs: tuple[str, ...], jobs: int = 2) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="autograder-validate-") as tmp:
         for student, tree in (("reference", course.source), ("untouched_release", course.release)):
             (Path(tmp) / "class" / student).mkdir(parents=True)
-            for lab in course.labs:
+            for lab in (course.lab(name) for name in labs):
                 shutil.copyfile(tree / lab.name / lab.exercise.name, Path(tmp) / "class" / student / lab.exercise.name)
         reference, release = grade(course, [Path(tmp) / "class"], Path(tmp) / "out",
-                                   Run(level, jobs=jobs, labs=tuple(lab.name for lab in course.labs)))
+                                   Run(level, jobs=jobs, labs=labs)).finals
     problems = [f"grading the source solutions: {c['unit']}: {c['label']}: {c['message']}"
                 for c in reference.checks if not c["passed"]]
     if reference.total != reference.max_total or reference.status != "ok":
@@ -76,25 +76,28 @@ def check_grading(course: Course, level: Level, jobs: int = 2) -> list[str]:
                  for c in faults]
     if release.total != 0 or release.status != "ok":
         problems.append(f"the untouched release grades {release.total:g} ({release.status})")
-    return problems + points_agree(course, reference.checks)
+    return problems + points_agree(course, reference.checks, labs)
 
 
-def _notebooks(course: Course) -> list[tuple[str, Path]]:
-    return [(kind, path) for lab in course.labs
+def _notebooks(course: Course, labs: tuple[str, ...]) -> list[tuple[str, Path]]:
+    return [(kind, path) for lab in (course.lab(name) for name in labs)
             for kind, path in (("source", lab.exercise),
                                ("release", course.release / lab.name / lab.exercise.name))]
 
 
-def validate(course: Course, level: Level, progress=print) -> list[str]:
-    """Every problem found, one line each; an empty list means the course is valid."""
+def validate(course: Course, level: Level, progress=print, labs: tuple[str, ...] | None = None) -> list[str]:
+    """Every problem found, one line each; an empty list means the course (or those of its `labs`)
+    is valid."""
+    labs = labs or tuple(lab.name for lab in course.labs)
     course.helpers().ensure(course.dataset)
-    problems = stale(course)
-    for kind, path in _notebooks(course):
+    problems = [p for p in stale(course) if labs == tuple(lab.name for lab in course.labs) or
+                any(p.startswith(f"release/{lab}/") for lab in labs)]
+    for kind, path in _notebooks(course, labs):
         found = check_source(path) if kind == "source" else check_released(path)
         if progress:
             progress(f"{'ok  ' if not found else 'FAIL'} {kind:7} {path.relative_to(course.root)}")
         problems += found
-    found = check_grading(course, level)
+    found = check_grading(course, level, labs)
     if progress:
         progress(f"{'ok  ' if not found else 'FAIL'} grading: source solutions to full marks, release to zero, "
                  "points agree")

@@ -205,18 +205,7 @@ def _warm_up() -> None:
     torch.optim.Adam(net.parameters()).step()
 
 
-def _load(start: messages.Start) -> tuple[dict[str, torch.Tensor], confine.Settings]:
-    from .course import Course, secret_class_order
-
-    course = Course(Path(start.course))
-    helpers = course.helpers()
-    images, labels = helpers.load(course.dataset, course.train_split)
-    labels = secret_class_order(start.secret, int(labels.max()) + 1)[labels]
-    # The provided cells may load the withheld split by name; in a worker that name gives
-    # training pictures: the real ones stay with the grader.
-    helpers.preload(course.dataset, course.train_split, images, labels)
-    helpers.preload(course.dataset, course.withheld_split, images[-10000:], labels[-10000:])
-    _warm_up()
+def _settings(start: messages.Start) -> confine.Settings:
     level = confine.Level(start.level, start.userns, start.landlock)
     scratch = None
     if level.name != "namespaces":
@@ -224,9 +213,21 @@ def _load(start: messages.Start) -> tuple[dict[str, torch.Tensor], confine.Setti
 
         scratch = tempfile.mkdtemp(prefix="autograder-workers-")
         os.chmod(scratch, 0o711)
-    plan = confine.allow_list(confine.python_paths(), list(start.protected), cuda=start.device == "cuda")
-    return {"images": images, "labels": labels}, confine.Settings(
-        level, plan, start.file_bytes, start.cpu_seconds, start.processes, start.scratch_bytes, start.threads, scratch)
+    plan = confine.Plan(read=tuple(start.read), links=dict(start.links), devices=tuple(start.devices))
+    return confine.Settings(level, plan, start.file_bytes, start.cpu_seconds, start.processes, start.scratch_bytes,
+                            start.threads, scratch)
+
+
+def _load_data(start: messages.Start, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The training images with the grader's labels. The provided cells may load the withheld
+    split by name; in a worker that name gives training pictures: the real ones stay with the
+    grader."""
+    helpers = sys.modules["utils"]
+    images, _ = helpers.load(start.dataset, start.train_split)
+    labels = labels.long()
+    helpers.preload(start.dataset, start.train_split, images, labels)
+    helpers.preload(start.dataset, start.withheld_split, images[-10000:], labels[-10000:])
+    return {"images": images, "labels": labels}
 
 
 def _start_janitor(settings: confine.Settings) -> int:
@@ -245,34 +246,50 @@ def _start_janitor(settings: confine.Settings) -> int:
 
 
 def serve(control: socket.socket) -> None:
+    """Import what every worker inherits, then answer the grader: LoadData (once, for labs that
+    train), and Spawn, a worker each."""
+    from .course import import_helpers
+
     torch.set_num_threads(1)  # no OpenMP pool in the parent: forked children build their own
     start = messages.expect(messages.decode(control.recv(1 << 20), (messages.Start,)), messages.Start)
     try:
-        data, settings = _load(start)
-    except Exception as e:  # a missing dataset or course: the grader says so
+        import_helpers(Path(start.helpers))
+        _warm_up()
+        settings = _settings(start)
+        uids = confine.Uids.claim() if settings.level.name != "none" else None
+    except Exception as e:  # a missing course helper, no uids left: the grader says so
         control.send(messages.encode(messages.Ready(error=f"{type(e).__name__}: {e}")))
         return
     started_in = os.getcwd()
     os.chdir("/")
     os.rmdir(started_in)  # the empty folder the grader started it in
-    janitor = _start_janitor(settings)
+    janitor = _start_janitor(settings)  # it holds the uids' lock until every worker is cleaned up
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     control.send(messages.encode(messages.Ready()))
+    data: dict[str, torch.Tensor] = {}
     while True:
         try:
-            packet, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
+            packet, fds, _, _ = socket.recv_fds(control, 1 << 20, 2)
         except OSError:
             return
         if not packet:
             return
-        spawn = messages.expect(messages.decode(packet, (messages.Spawn,)), messages.Spawn)
+        request = messages.decode(packet, (messages.Spawn, messages.LoadData))
+        if isinstance(request, messages.LoadData):
+            try:
+                data = _load_data(start, request.labels)
+                control.send(messages.encode(messages.Ready()))
+            except Exception as e:  # a missing dataset: the grader says so
+                control.send(messages.encode(messages.Ready(error=f"{type(e).__name__}: {e}")))
+            continue
+        spawn = messages.expect(request, messages.Spawn)
         channel, output = fds
 
         def run(error: str | None) -> None:
             serve_worker(socket.socket(fileno=channel), error, data, start.device, settings.threads)
 
-        keep = (channel, output)
-        pid, uid = confine.fork_worker(settings, run, keep=keep, output=output, cgroup=spawn.cgroup)
+        uid = uids.next() if uids is not None else None
+        pid, uid = confine.fork_worker(settings, uid, run, keep=(channel, output), output=output, cgroup=spawn.cgroup)
         folder = confine.worker_folder(settings, pid)
         cgroups = ",".join(str(Path(procs).parent) for procs in spawn.cgroup) or "-"
         os.write(janitor, f"{settings.level.name} {pid} {uid if uid is not None else '-'} {cgroups} "

@@ -16,7 +16,8 @@ from autograder.course import find_course
 from autograder.extract import extract
 from autograder.grade import protected_paths
 from autograder.messages import Confined, Load, Loaded, SetupDone
-from autograder.sandbox import Limits, Server, choose_level
+from autograder.sandbox import Limits, choose_level
+from autograder.server import Server
 
 
 def main() -> int:
@@ -30,9 +31,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as out:
         protected = protected_paths(course, [], Path(out))
         level = choose_level(args.sandbox, protected)
-        server = Server(course.root, level, Limits(), "cpu", protected, secret="bench")
+        server = Server(course, level, Limits(), "cpu", protected)
         try:
-            server.worker().close()  # the server's own start (torch, data) is not a worker's
+            server.worker().close()  # the server's own start (torch, imports) is not a worker's
             spawn, ready = [], []
             for _ in range(args.n):
                 started = time.perf_counter()

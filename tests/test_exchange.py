@@ -120,7 +120,7 @@ def test_the_exchange_hands_out_self_contained_labs_and_grades_what_it_collects(
     assert sorted(p.name for p in (coursedir / "submitted" / user).iterdir()) == sorted(LABS)
 
     out = tmp_path / "out"
-    results = grade(course, [coursedir / "submitted"], out, Run(level=choose_level("auto"), jobs=1, device="cpu"))
+    results = grade(course, [coursedir / "submitted"], out, Run(level=choose_level("auto"), jobs=1, device="cpu")).finals
     assert [r.student for r in results] == [user]
     result = results[0]
     assert sorted(result.labs) == sorted(LABS)

@@ -907,7 +907,7 @@ def graded(course, datasets, tmp_path_factory):
                       AUTOGRADER_OFFLINE="1")
     started = time.monotonic()
     try:
-        results = grade(course, [root], out, Run(level=choose_level("auto"), limits=Limits(), device="cpu", jobs=2))
+        results = grade(course, [root], out, Run(level=choose_level("auto"), limits=Limits(), device="cpu", jobs=2)).finals
     finally:
         for key, value in saved.items():
             if value is None:

@@ -123,9 +123,9 @@ def test_a_training_lab_is_released_and_graded_with_no_change_to_the_grader(exte
         (tmp_path / "class" / student).mkdir(parents=True)
         nbformat.write(tiny_notebook(body), tmp_path / "class" / student / "tiny_exercise.ipynb")
     results = {r.student: r for r in grade(course, [tmp_path / "class"], tmp_path / "out",
-                                           Run(choose_level("auto"), device="cpu"))}
+                                           Run(choose_level("auto"), device="cpu")).finals}
     assert results["right"].units == {"train_tiny": 10} and results["right"].status == "ok"
     assert results["no_step"].units["train_tiny"] == 0 and results["wrong_sign"].units["train_tiny"] == 0
     header = (tmp_path / "out" / "grades.csv").read_text().splitlines()[0]
-    assert header.endswith(",train_minibatch,train_tiny,total,max_total,status")
+    assert header.endswith(",train_minibatch,train_tiny,total,max_total,late_days,late_penalty,status")
     assert _framework_digest() == before

@@ -137,7 +137,7 @@ def graded(tmp_path_factory, datasets, course):
         env.setenv("AUTOGRADER_DATA", str(datasets / "cache"))
         env.setenv("AUTOGRADER_IDX_PATH", str(datasets / "idx"))
         env.setenv("AUTOGRADER_OFFLINE", "1")
-        results = grade(course, [root], out, Run(choose_level("auto"), Limits(min_wall_seconds=30), "cpu", jobs=2))
+        results = grade(course, [root], out, Run(choose_level("auto"), Limits(min_wall_seconds=30), "cpu", jobs=2)).finals
     return {r.student: r for r in results}, out, time.monotonic() - started
 
 

@@ -1020,7 +1020,7 @@ def _grade_class(course, root: Path, payloads: dict[str, Payload], level, limits
     chosen = choose_level(LEVEL, protected_paths(course, [classes], out))
     assert chosen.name == level.name, f"the level changed from {level.name} to {chosen.name}"
     started = time.monotonic()
-    results = grade(course, [classes], out, Run(level=chosen, limits=limits, device="cpu", jobs=2))
+    results = grade(course, [classes], out, Run(level=chosen, limits=limits, device="cpu", jobs=2)).finals
     return results, classes, out, time.monotonic() - started
 
 

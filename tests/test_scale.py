@@ -97,7 +97,7 @@ def test_rerun_grades_only_what_changed_and_regrade_forces(tmp_path, data_env, c
     first = graded_at(out)
     (class_dir / "s01" / "softmax_exercise.ipynb").write_text(
         (class_dir / "s00" / "softmax_exercise.ipynb").read_text())  # s01 now submits s00's notebook
-    results = {r.student: r for r in grade(course, [class_dir], out, run)}
+    results = {r.student: r for r in grade(course, [class_dir], out, run).finals}
     second = graded_at(out)
     lab = "lab02_softmax"
     assert second[("s00", lab)] == first[("s00", lab)] and second[("s01", lab)] > first[("s01", lab)]
@@ -110,7 +110,7 @@ def test_a_class_is_graded_lab_by_lab_as_the_weeks_go(tmp_path, data_env, course
     class_dir = tmp_path / "class"
     write_student(class_dir, "ann")  # every lab, the reference solutions
     write_student(class_dir, "bob", ["lab01", "lab05"], {"Linear": "class Linear(nn.Module):\n    pass\n"})
-    week1 = grade(course, [class_dir], tmp_path / "week1", Run(run.level, device="cpu", labs=("lab01_linear_module",)))
+    week1 = grade(course, [class_dir], tmp_path / "week1", Run(run.level, device="cpu", labs=("lab01_linear_module",))).finals
     table = {r["student"]: r for r in rows(tmp_path / "week1")}
     assert table["ann"]["Linear"] == "15" and table["ann"]["max_total"] == "15" and table["ann"]["softmax"] == ""
     assert table["bob"]["Linear"] == "0" and table["bob"]["total"] == "0" and table["bob"]["status"] == "ok"
@@ -150,7 +150,7 @@ def test_without_lab_every_lab_some_submission_holds_is_graded(tmp_path, data_en
     class_dir = tmp_path / "class"
     write_student(class_dir, "ann", ["lab02"])
     write_student(class_dir, "bob", ["lab03"])
-    table = {r["student"]: r for r in (grade(course, [class_dir], tmp_path / "out", run) and rows(tmp_path / "out"))}
+    table = {r["student"]: r for r in (grade(course, [class_dir], tmp_path / "out", run).finals and rows(tmp_path / "out"))}
     assert table["ann"]["softmax"] == "15" and table["ann"]["one_layer_net"] == "0" and table["ann"]["max_total"] == "30"
     assert "no notebook for lab03_vanilla_nn" in table["ann"]["status"] and table["ann"]["Linear"] == ""
 
@@ -159,7 +159,7 @@ def test_two_shards_merged_equal_one_run(tmp_path, data_env, course, run):
     class_dir = make_class(tmp_path / "class", 6)
     whole, parts = tmp_path / "whole", [tmp_path / "part1", tmp_path / "part2"]
     grade(course, [class_dir], whole, Run(run.level, device="cpu", jobs=2))
-    shard_students = [{r.student for r in grade(course, [class_dir], part, run, shard=(k, 2))}
+    shard_students = [{r.student for r in grade(course, [class_dir], part, run, shard=(k, 2)).finals}
                       for k, part in zip((1, 2), parts)]
     assert shard_students[0] and shard_students[1] and not shard_students[0] & shard_students[1]
     merged = tmp_path / "merged"

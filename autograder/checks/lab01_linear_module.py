@@ -141,6 +141,7 @@ def test_Linear_gradients(submission):
 @pytest.mark.points(2)
 @pytest.mark.cell("test_Linear_gradients")
 @pytest.mark.hidden
+@pytest.mark.rule
 def test_Linear_written_from_tensor_operations(submission):
     """x @ weight.T + bias computed without nn.Linear, F.linear or addmm"""
     assert_rules(submission.facts, "Linear", LIBRARY_LAYERS,

@@ -140,6 +140,7 @@ def test_softmax_leaves_input_unchanged(submission):
 @pytest.mark.points(2)
 @pytest.mark.cell("test_softmax_input_unchanged")
 @pytest.mark.hidden
+@pytest.mark.rule
 def test_softmax_written_from_exp_and_sum(submission):
     """computed without torch's own softmax or log_softmax"""
     assert_rules(submission.facts, "softmax", TORCH_SOFTMAX, "Write it from torch.exp and a sum.")

@@ -49,6 +49,7 @@ def test_one_layer_net_holds_mylayer_only(submission):
 
 @pytest.mark.points(2)
 @pytest.mark.cell("test_one_layer_net_structure")
+@pytest.mark.rule
 def test_one_layer_net_mylayer_is_an_nn_Linear(submission):
     """self.mylayer = nn.Linear(input_size, output_size, bias=True) is its one layer"""
     assert_rules(submission.facts, "one_layer_net")

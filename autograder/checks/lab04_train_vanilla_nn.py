@@ -7,6 +7,9 @@ import pytest
 
 import trainers
 
+# Every worker of this lab holds the training set: the provided cells load it, the recipe trains on it.
+pytestmark = pytest.mark.training_set
+
 # Calibrated with scripts/calibrate.py over 20 seeds; see docs/calibration.md.
 ACCURACY_THRESHOLD = 0.59
 EXACT_STEP = "test_train_online_one_step_is_the_lecture_rule"

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 import trainers
 from autograder.assertions import assert_close, assert_rules
 
+# Every worker of this lab holds the training set: the provided cells load it, the recipe trains on it.
+pytestmark = pytest.mark.training_set
+
 # Calibrated with scripts/calibrate.py over 20 seeds; see docs/calibration.md.
 ACCURACY_THRESHOLD = 0.77
 EXACT_STEP = "test_train_minibatch_step_averages_the_batch"
@@ -85,6 +88,7 @@ def test_template_update_works_under_no_grad(submission):
 @pytest.mark.points(2)
 @pytest.mark.cell("test_template_update_pure")
 @pytest.mark.hidden
+@pytest.mark.rule
 def test_template_update_written_without_autograd(submission):
     """the rule by hand: no backward, autograd, enable_grad or requires_grad"""
     assert_rules(submission.facts, "template_update", AUTOGRAD,

@@ -2,18 +2,23 @@
 the reference solution's, and the class probabilities those templates give a test picture."""
 from functools import lru_cache
 
+import numpy as np
+
 
 @lru_cache(maxsize=1)
 def _test_picture(course):
-    images, labels = course.helpers().load(course.dataset, course.withheld_split)
-    return images[0], int(labels[0])
+    images, labels = course.helpers().load_arrays(course.dataset, course.withheld_split)
+    return images[0].astype(np.float32) / 255, int(labels[0])
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    e = np.exp(scores - scores.max())
+    return e / e.sum()
 
 
 def pictures(kept: dict, reference: dict, course):
     """(heading, caption, draw, shared) for each picture of a student's page: `draw()` makes the
     figure; `shared` names a picture that is the same on every student's page (drawn once)."""
-    import torch
-
     helpers = course.helpers()
     names = helpers.CLASS_NAMES[course.dataset]
     image, label = _test_picture(course)
@@ -29,7 +34,7 @@ def pictures(kept: dict, reference: dict, course):
             shown.append(("", "The same recipe with the reference solution.",
                           lambda W=reference[name][1]: helpers.templates_figure(W, names, "reference"),
                           f"reference {name}"))
-        p = torch.softmax(W @ image.reshape(-1), dim=0)
+        p = _softmax(W @ image.reshape(-1))
         shown.append(("", f"A test picture of a {names[label]}.", lambda: helpers.image_figure(image), "test picture"))
         shown.append(("", f"The class probabilities your {trainer} templates give it.",
                       lambda p=p: helpers.prob_figure(p, names), None))
