@@ -22,12 +22,15 @@ import numpy as np
 from .course import HELPERS, Course
 
 REFERENCE = "reference"  # the student id the reference solution is graded as
+GRADED = ("problem", "stopped", "reviews")  # what of the reference's grading, besides its checks, validate reads
 
 
 @dataclass(frozen=True)
 class Artifacts:
     costs: dict[str, dict[str, float]]  # lab -> check name (or "load") -> CPU seconds; "lab" -> wall seconds
     kept: dict[str, tuple[str | None, np.ndarray]]  # name -> (picture kind, array)
+    # lab -> how the reference graded: its checks, and what stopped it or asks for review (validate reads it)
+    graded: dict[str, dict]
 
 
 # The grader's modules that decide what a check finds (not how it is reported or rendered).
@@ -62,17 +65,19 @@ def load(course: Course) -> Artifacts | None:
     folder = _folder(course)
     try:
         costs = json.loads((folder / "costs.json").read_text())
+        graded = json.loads((folder / "graded.json").read_text())
         meta = json.loads((folder / "kept.json").read_text())
         with np.load(folder / "kept.npz", allow_pickle=False) as arrays:
             kept = {name: (picture, arrays[key].copy()) for key, (name, picture) in meta.items()}
     except (OSError, ValueError, KeyError):
         return None
-    return Artifacts(costs, kept)
+    return Artifacts(costs, kept, graded)
 
 
 def build(course: Course, grade_reference) -> Artifacts:
     """Grade the source exercises with `grade_reference(folder_of_one_student, out) -> Gradebook`
-    and keep what grading needs; the result replaces any earlier build of this version."""
+    and keep what grading needs, and how the reference graded (so that `autograder validate` need
+    not grade it again); the result replaces any earlier build of this version."""
     with tempfile.TemporaryDirectory(prefix="autograder-reference-") as tmp:
         student = Path(tmp) / "class" / REFERENCE
         student.mkdir(parents=True)
@@ -80,11 +85,13 @@ def build(course: Course, grade_reference) -> Artifacts:
             shutil.copyfile(lab.exercise, student / lab.exercise.name)
         book = grade_reference(Path(tmp) / "class", Path(tmp) / "out")
         try:
-            costs = {lab: {c["check"]: c["cpu_seconds"] for c in book.checks(REFERENCE, lab)}
-                     for lab in book.labs(REFERENCE)}
-            for lab, summary in book.labs(REFERENCE).items():
+            labs = book.labs(REFERENCE)
+            costs = {lab: {c["check"]: c["cpu_seconds"] for c in book.checks(REFERENCE, lab)} for lab in labs}
+            for lab, summary in labs.items():
                 costs[lab]["load"] = summary["load_cpu"]
                 costs[lab]["lab"] = summary["seconds"]
+            graded = {lab: {"checks": book.checks(REFERENCE, lab), **{k: summary[k] for k in GRADED}}
+                      for lab, summary in labs.items()}
             kept = book.artifacts(REFERENCE)
         finally:
             book.close()
@@ -92,10 +99,11 @@ def build(course: Course, grade_reference) -> Artifacts:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     (staging / "costs.json").write_text(json.dumps(costs, indent=1, sort_keys=True))
+    (staging / "graded.json").write_text(json.dumps(graded, indent=1, sort_keys=True))
     keys = {f"t{i}": (name, picture) for i, (name, (picture, _)) in enumerate(sorted(kept.items()))}
     (staging / "kept.json").write_text(json.dumps(keys, indent=1))
     np.savez(staging / "kept.npz", **{key: kept[name][1] for key, (name, _) in keys.items()})
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(staging, folder)
-    return Artifacts(costs, kept)
+    return Artifacts(costs, kept, graded)

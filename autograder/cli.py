@@ -237,7 +237,7 @@ def cmd_check(args: argparse.Namespace, course: Course) -> int:
         for i, path in enumerate(usable):
             (folder / f"{i}-{path.name}").write_bytes(path.read_bytes())
         run = _run(args, course, [folder], Path(tmp) / "out", public_only=True)
-        report = grade(course, [folder], Path(tmp) / "out", run, regrade=True)
+        report = grade(course, [folder], Path(tmp) / "out", run, regrade=True, pages=False)
     for result in report.finals:
         _print_check(course, result)
     return 1 if problems else 0

@@ -37,13 +37,21 @@ def read_notebook(path: Path):
     # nbformat imports it (3 s); a notebook's schema has no IRI, and jsonschema does without it.
     sys.modules.setdefault("rfc3987_syntax", None)
     import nbformat
+    import nbformat.reader
 
     try:
-        return nbformat.read(path, as_version=4)
+        # Parsed and upgraded, not validated against the schema: validation only warns, and it
+        # costs five times the reading (a class is a thousand notebooks).
+        nb = nbformat.reader.reads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(nb.get("nbformat"), int):
+            raise ValueError("it names no nbformat version: it is JSON, but not a Jupyter notebook")
+        return nb if nb.nbformat == 4 else nbformat.convert(nb, 4)
     except FileNotFoundError:
         raise CourseError(f"{path}: no such notebook") from None
-    except Exception as e:  # nbformat raises json, unicode and validation errors alike
-        raise CourseError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from None
+    except Exception as e:  # nbformat raises json, unicode and version errors alike
+        why = str(e) if isinstance(e, ValueError) and not type(e).__name__.endswith("JSONError") else \
+            f"{type(e).__name__}: {e}"
+        raise CourseError(f"{path}: not a readable notebook ({why})") from None
 
 
 def nbgrader_meta(cell) -> dict:

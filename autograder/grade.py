@@ -84,7 +84,8 @@ def run_checks(course: Course, spec: dict, jobs: int) -> None:
     for _ in range(jobs):
         read, write = os.pipe()
         ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "pytest", str(course.checks), "-p", "autograder.harness",
+        modules = [str(course.checks / f"{lab}.py") for lab in spec["labs"]]  # the run's labs' checks only
+        command = [sys.executable, "-m", "pytest", *modules, "-p", "autograder.harness",
                    "-p", "no:cacheprovider", "--assert=plain", "-o", "python_files=lab*.py", "-q", "--no-header",
                    "-rN", f"--rootdir={course.checks}", f"--autograder-spec-fd={read}",
                    f"--autograder-queue-fd={theirs.fileno()}"]
@@ -149,14 +150,15 @@ def _times(submission: Submission, code: LabCode, gradescope: tuple[str | None, 
 
 def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool = False,
           shard: tuple[int, int] | None = None, students: tuple[str, ...] = (), as_student: str | None = None,
-          gradescope: Path | None = None, extensions: Path | None = None, progress=None) -> Report:
+          gradescope: Path | None = None, extensions: Path | None = None, progress=None, pages: bool = True) -> Report:
     """Grade every submission under `paths` into `out`, then report on every student `out` holds.
 
     Labs already in the gradebook with the same fingerprint are not graded again, unless
     `regrade`; with `students`, only those students are graded (or regraded), and every other row
     stays as it was. `as_student`: the one folder given is that student's, whatever its layout;
     `gradescope`: that submission's submission_metadata.json (when it was made, when it is due).
-    `progress(done, total)` is called as labs finish."""
+    `progress(done, total)` is called as labs finish; without `pages`, no feedback page or summary
+    is drawn (a student's self-check reads only the results)."""
     out = out.resolve()
     if out in [p.resolve() for p in paths]:
         raise CourseError(f"{out}: the output folder cannot be a submissions folder")
@@ -214,7 +216,7 @@ def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool 
                 run_checks(course, spec, max(1, min(run.jobs, len(todo))))
             finally:
                 stop()
-        return write_reports(course, out, book)
+        return write_reports(course, out, book, pages)
     finally:
         book.close()
 

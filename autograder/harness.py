@@ -169,14 +169,19 @@ class LabRun:
         self.load_cpu = 0.0
         self.faulted = False
         self.started = time.monotonic()
+        self.waited = 0.0  # for the server (its start, loading the training set): the grader's time
         self.budget = limits.lab_budget(costs.get(LAB))
         reference = f"{limits.lab_factor:g} times what the reference solution needs, plus " \
                     f"{limits.lab_margin_seconds:g} s" if LAB in costs else "the default for a lab"
         self.over_budget = f"took more than this lab's time budget of {self.budget:.0f} s ({reference})"
 
+    def seconds(self) -> float:
+        """Wall seconds this lab has taken, not counting the grader's own waits."""
+        return time.monotonic() - self.started - self.waited
+
     def left(self) -> float:
         """Seconds left of the lab's time budget."""
-        return self.budget - (time.monotonic() - self.started)
+        return self.budget - self.seconds()
 
     def fault(self, what: str) -> None:
         """Our fault, not the student's: stop without recording this lab, so a rerun grades it."""
@@ -209,10 +214,12 @@ class LabRun:
                 self.problem = f"the submission's process was stopped {len(self.stops)} times (last: it {self.stops[-1]})"
             if self.problem:
                 pytest.fail(self.problem, pytrace=False)
+            asked = time.monotonic()
             try:
                 worker = self.server.worker(data=self.data)
             except (OSError, RuntimeError) as e:
                 self.fault(f"{e}")
+            self.waited += time.monotonic() - asked
             cpu, wall = self.limits.budget(self.costs.get(LOAD))
             try:
                 # No student code has run before these two replies: they can be believed.
@@ -430,7 +437,7 @@ class Grading:
         summary.update(sandbox=self.spec["sandbox"], submitted_at=facts.get("submitted_at"), due=facts.get("due"))
         kept = [(name, picture, value.numpy()) for name, picture, value in pending["artifacts"]]
         self.gradebook.record(student, lab, self.spec["students"][student]["fingerprints"][lab],
-                              round(time.monotonic() - run.started, 2), pending["checks"], summary, reviews,
+                              round(run.seconds(), 2), pending["checks"], summary, reviews,
                               kept, units, time.time())
 
     @pytest.hookimpl(trylast=True)

@@ -157,15 +157,16 @@ def keep_extensions(out: Path, extensions: Path | None, course: Course) -> None:
         shutil.copyfile(extensions, out / EXTENSIONS)
 
 
-def write_reports(course: Course, out: Path, book: Gradebook) -> Report:
-    """Every file of the output folder, from the gradebook; returns what it showed."""
+def write_reports(course: Course, out: Path, book: Gradebook, draw: bool = True) -> Report:
+    """Every file of the output folder, from the gradebook (without `draw`, no page is drawn: only
+    grades.csv and results.json); returns what it showed."""
     from .feedback import Pages
 
     found = finals(course, book, out)
     settings = book.settings()
     hidden, leaderboard = settings.get("hidden_visibility", "after_published"), settings.get("leaderboard") == "True"
     queue = review.queue(course, book, found)
-    pages = Pages(course, book, graded_labs(course, book))
+    pages = Pages(course, book, graded_labs(course, book)) if draw else None
     for r in found:
         if r.student in RESERVED or r.student.startswith("."):
             continue  # its row says why it was not graded; the folder's name is the output's own
@@ -182,12 +183,12 @@ def write_reports(course: Course, out: Path, book: Gradebook) -> Report:
             current = f'content="{key}"' in page.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             current = False
-        if not current:
+        if pages is not None and not current:
             write(page, pages.student(r, key))
     before = book.record_reported({r.student: (r.total, r.max_total) for r in found})
     changed = [(r.student, before[r.student][0], r.total) for r in found
                if r.student in before and before[r.student][0] != r.total]
     write(out / "grades.csv", grades_csv(found, course))
-    if found:
+    if found and pages is not None:
         write(out / "summary.html", pages.summary(found, queue, changed))
     return Report(found, queue, changed)

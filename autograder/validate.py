@@ -15,8 +15,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from . import artifacts
 from .confine import Level
 from .course import Course
+from .gradebook import Gradebook
 from .execute import execute
 from .grade import Run, grade
 from .release import stale
@@ -60,23 +62,42 @@ def points_agree(course: Course, checks: list[dict], labs: tuple[str, ...] | Non
 
 
 def check_grading(course: Course, level: Level, labs: tuple[str, ...], jobs: int = 2) -> list[str]:
+    """The source solutions grade to full marks (as `autograder release` found when it built this
+    version's artifacts, else graded now), the untouched release to zero, and points agree."""
+    built = artifacts.load(course)
+    graded = built.graded if built and all(lab in built.graded for lab in labs) else None
     with tempfile.TemporaryDirectory(prefix="autograder-validate-") as tmp:
-        for student, tree in (("reference", course.source), ("untouched_release", course.release)):
+        trees = (("untouched_release", course.release),) + ((("reference", course.source),) if graded is None else ())
+        for student, tree in trees:
             (Path(tmp) / "class" / student).mkdir(parents=True)
             for lab in (course.lab(name) for name in labs):
                 shutil.copyfile(tree / lab.name / lab.exercise.name, Path(tmp) / "class" / student / lab.exercise.name)
-        reference, release = grade(course, [Path(tmp) / "class"], Path(tmp) / "out",
-                                   Run(level, jobs=jobs, labs=labs)).finals
-    problems = [f"grading the source solutions: {c['unit']}: {c['label']}: {c['message']}"
-                for c in reference.checks if not c["passed"]]
-    if reference.total != reference.max_total or reference.status != "ok":
-        problems.append(f"the source solutions grade {reference.total:g}/{reference.max_total:g} ({reference.status})")
-    faults = [c for c in release.checks if "NotImplementedError" not in c["message"]]
-    problems += [f"grading the untouched release: {c['unit']}: {c['label']}: not a stub's failure: {c['message']}"
-                 for c in faults]
-    if release.total != 0 or release.status != "ok":
-        problems.append(f"the untouched release grades {release.total:g} ({release.status})")
-    return problems + points_agree(course, reference.checks, labs)
+        book_path = Path(tmp) / "out" / "gradebook.sqlite"
+        grade(course, [Path(tmp) / "class"], Path(tmp) / "out", Run(level, jobs=jobs, labs=labs), pages=False)
+        book = Gradebook(book_path)
+        try:
+            release = {lab: {"checks": book.checks("untouched_release", lab), **book.labs("untouched_release")[lab]}
+                       for lab in labs}
+            graded = graded or {lab: {"checks": book.checks("reference", lab), **book.labs("reference")[lab]}
+                                for lab in labs}
+        finally:
+            book.close()
+    problems = []
+    for lab in labs:
+        for who, found in (("the source solutions", graded[lab]), ("the untouched release", release[lab])):
+            problems += [f"grading {who}: {lab}: {line}" for line in _trouble(found)]
+        problems += [f"grading the source solutions: {c['unit']}: {c['label']}: {c['message']}"
+                     for c in graded[lab]["checks"] if not c["passed"]]
+        problems += [f"grading the untouched release: {c['unit']}: {c['label']}: "
+                     + ("passes" if c["passed"] else f"not a stub's failure: {c['message']}")
+                     for c in release[lab]["checks"] if c["passed"] or "NotImplementedError" not in c["message"]]
+    return problems + points_agree(course, [c for lab in labs for c in graded[lab]["checks"]], labs)
+
+
+def _trouble(graded: dict) -> list[str]:
+    """What stopped a lab or asks a TA to look at it."""
+    return ([graded["problem"]] if graded["problem"] else []) + ([f"stopped: it {graded['stopped']}"]
+            if graded["stopped"] else []) + [f"review: {r}" for r in graded["reviews"]]
 
 
 def _notebooks(course: Course, labs: tuple[str, ...]) -> list[tuple[str, Path]]:

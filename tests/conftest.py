@@ -69,15 +69,20 @@ def course() -> Course:
     return Course(ROOT)
 
 
+def copy_course(folder: Path) -> Course:
+    """A copy of the course (source, release, checks, course.toml) in `folder`."""
+    for part in ("source", "release"):
+        shutil.copytree(ROOT / part, folder / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "autograder" / "checks", folder / "autograder" / "checks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "course.toml", folder / "course.toml")
+    return Course(folder)
+
+
 @pytest.fixture
 def course_copy(tmp_path: Path) -> Course:
-    """A scratch copy of the course (source, release, checks, course.toml) to break on purpose."""
-    for part in ("source", "release"):
-        shutil.copytree(ROOT / part, tmp_path / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "autograder" / "checks", tmp_path / "autograder" / "checks",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copyfile(ROOT / "course.toml", tmp_path / "course.toml")
-    return Course(tmp_path)
+    """A scratch copy of the course to break on purpose."""
+    return copy_course(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -124,19 +129,25 @@ def data_env(datasets: Path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def modes_restored():
-    """Grading as another user changes what may be traversed (the uid level lets workers reach
-    the interpreter under /root): every mode is put back after the session."""
-    watched = [Path("/root"), ROOT, *ROOT.iterdir(), *(ROOT / "autograder").iterdir(), FASHION_IDX]
+    """Grading as another user needs what that user runs to be reachable: the interpreter and this
+    checkout may lie under folders only their owner may enter (/root, a 0700 home folder, mktemp
+    -d), so every folder above them is made traversable (not readable) for the session; the uid
+    level changes modes too. Every mode is put back after the session."""
+    ancestors = {parent for path in (ROOT, Path(sys.prefix), Path(os.path.realpath(sys.executable)), FASHION_IDX)
+                 for parent in path.resolve().parents}
+    watched = [*ancestors, ROOT, *ROOT.iterdir(), *(ROOT / "autograder").iterdir(), FASHION_IDX]
     before = {p: stat.S_IMODE(p.lstat().st_mode) for p in watched if p.exists() and not p.is_symlink()}
-    Path("/root").chmod(before.get(Path("/root"), 0o700) | stat.S_IXOTH)  # the unprivileged user runs Python
+    for folder in ancestors:
+        folder.chmod(before[folder] | stat.S_IXOTH)
     yield
     for path, mode in before.items():
         if stat.S_IMODE(path.lstat().st_mode) != mode:
             path.chmod(mode)
 
 
-def grade_as(level: str, args: list[str], env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """`autograder ARGS` at one of LEVELS (output folders must be writable by that user)."""
+def grade_command(level: str, args: list[str], env: dict | None = None) -> tuple[list[str], dict]:
+    """(command, environment) of `autograder ARGS` at one of LEVELS (output folders must be
+    writable by that user)."""
     wrapper, sandbox = LEVELS[level]
     command = [*wrapper, sys.executable, "-m", "autograder", "--course", str(ROOT), *args]
     if args and args[0] in ("grade", "check") and "--sandbox" not in args and "--no-sandbox" not in args:
@@ -144,6 +155,12 @@ def grade_as(level: str, args: list[str], env: dict | None = None, timeout: floa
     env = {**os.environ, **(env or {})}
     if level == "unprivileged":
         env["HOME"] = "/tmp"
+    return command, env
+
+
+def grade_as(level: str, args: list[str], env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """`autograder ARGS` at one of LEVELS, to its end."""
+    command, env = grade_command(level, args, env)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FASHION_IDX, LEVELS, ROOT, code, grade_as, reference_code, shared_folder, write_student
+from conftest import (FASHION_IDX, LEVELS, ROOT, code, grade_as, grade_command, reference_code, shared_folder,
+                      write_student)
 
 SOFTMAX = reference_code("softmax")
 FULL = {"Linear": 15, "softmax": 15, "one_layer_net": 15, "train_online": 15, "template_update": 15,
@@ -155,7 +157,60 @@ HONEST_TRAINER = reference_code("train_online").replace("    for step in range(n
     from tqdm.auto import tqdm
     print("training on", data.shape, data.dtype)
     for step in tqdm(range(n_iter)):""")
+DISK_FILLER = code("""
+    import os
+    for _i in range(16):  # 16 x 64 MiB: a gigabyte, in the scratch space every level gives it
+        with open(f"filler-{_i}", "wb") as _f:
+            for _ in range(64):
+                _f.write(b"x" * 2**20)
+    """) + SOFTMAX
+# The run's secret is 32 hex digits and seeds every input of the checks; the class order renames
+# the classes of the training labels. Neither may be anywhere a worker can walk to.
+SECRET_SEEKER = honest_softmax_if("_found", """
+    import gc, re, sys, torch
+    _PLANTED = "0123456789abcdef" * 2  # looks like the secret: proves that the walk would find one
+    _hex = re.compile(r"^[0-9a-f]{32}$")
+    def _look(value, found, seen, depth=0):
+        if id(value) in seen or depth > 4:
+            return
+        seen.add(id(value))
+        if isinstance(value, str):
+            if _hex.match(value):
+                found.add(value)
+        elif isinstance(value, torch.Tensor):
+            if value.numel() == 10 and not value.is_floating_point() and \\
+                    sorted(value.flatten().tolist()) == list(range(10)) and value.flatten().tolist() != list(range(10)):
+                found.add(f"a class order {value.tolist()}")
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            if len(value) == 10 and all(isinstance(v, int) for v in value) and sorted(value) == list(range(10)) \\
+                    and list(value) != list(range(10)):
+                found.add(f"a class order {list(value)}")
+            for v in list(value)[:10000]:
+                _look(v, found, seen, depth + 1)
+        elif isinstance(value, dict):
+            for k, v in list(value.items())[:10000]:
+                _look(k, found, seen, depth + 1)
+                _look(v, found, seen, depth + 1)
+        elif hasattr(value, "__dict__") and not isinstance(value, type(sys)):
+            _look(vars(value), found, seen, depth + 1)
+    _found, _seen = set(), set()
+    _frame = sys._getframe()
+    while _frame is not None:
+        _look(_frame.f_locals, _found, _seen)
+        _frame = _frame.f_back
+    for _object in gc.get_objects():
+        _look(_object, _found, _seen)
+    for _module in list(sys.modules.values()):
+        _look(getattr(_module, "__dict__", {}), _found, _seen)
+    _found.discard(_PLANTED) if _PLANTED in _found else _found.add("the planted secret was not found: the walk is blind")
+    print("found:", sorted(_found))
+    """)
+SLOW = "import time\ndef softmax(x, dim=-1):\n    time.sleep({})\n" + SOFTMAX.split("\n", 1)[1]
 ATTACKS = {
+    "disk_filler": (["lab02"], {"softmax": DISK_FILLER}),
+    "secret_seeker": (["lab02"], {"softmax": SECRET_SEEKER}),
+    "slow_4s": (["lab02"], {"softmax": SLOW.format(4)}),
+    "slow_55s": (["lab02"], {"softmax": SLOW.format(55)}),
     "exit_in_call": (["lab02"], {"softmax": "import sys\ndef softmax(x, dim=-1):\n    sys.exit(3)\n"}),
     "os_exit_at_import": (["lab02", "lab03"], {"softmax": "import os\nos._exit(1)\n" + SOFTMAX}),
     "sleeper": (["lab02", "lab03"], {"softmax": "import time\ntime.sleep(1000)\n" + SOFTMAX}),
@@ -272,23 +327,43 @@ def build_class(root: Path, listener_port: int, out: Path) -> Path:
     return class_dir
 
 
-@pytest.fixture(scope="module", params=list(LEVELS))
-def graded(request, shared_tmp, datasets, listener, modes_restored):
-    level = request.param
-    root = shared_tmp / f"sandbox-{level}"
-    root.mkdir()
-    out = shared_folder(root / "out")
+@pytest.fixture(scope="module")
+def runs(shared_tmp, datasets, listener, modes_restored):
+    """The class graded at every level at once: much of a run is waiting out its sleepers and hangs,
+    and the three runs wait together."""
     env = {"AUTOGRADER_DATA": str(datasets / "cache"), "AUTOGRADER_IDX_PATH": str(datasets / "idx"),
            "AUTOGRADER_OFFLINE": "1"}
     os.environ.update(env)  # build_class names the cache
-    class_dir = build_class(root, listener.getsockname()[1], out)
-    started = time.monotonic()
-    done = grade_as(level, ["grade", str(class_dir), "--out", str(out), "-j", "2", "--device", "cpu", "--min-wall", "20"],
-                    env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    started = {}
+    for level in LEVELS:
+        root = shared_tmp / f"sandbox-{level}"
+        root.mkdir()
+        out = shared_folder(root / "out")
+        class_dir = build_class(root, listener.getsockname()[1], out)
+        command, run_env = grade_command(level, ["grade", str(class_dir), "--out", str(out), "-j", "2", "--device",
+                                                 "cpu", "--min-wall", "20"], env)
+        log = open(root / "stderr.log", "w+")
+        started[level] = (subprocess.Popen(command, env=run_env, stdout=subprocess.DEVNULL, stderr=log), log, out,
+                          time.monotonic())
+    yield started
+    for proc, log, _, _ in started.values():
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module", params=list(LEVELS))
+def graded(request, runs, datasets):
+    level = request.param
+    proc, log, out, started = runs[level]
+    code = proc.wait(1800)
+    log.seek(0)
+    stderr = log.read()
+    assert code == 0, stderr[-3000:]
     with open(out / "grades.csv") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
-    return {"level": level, "rows": rows, "out": out, "stderr": done.stderr, "seconds": time.monotonic() - started}
+    return {"level": level, "rows": rows, "out": out, "stderr": stderr, "seconds": time.monotonic() - started,
+            "datasets": datasets}
 
 
 def score(graded, student: str, unit: str) -> float:
@@ -404,6 +479,38 @@ def test_garbage_on_the_channel_fails_the_check_that_read_it(graded):
     assert score(graded, "channel_garbage", "softmax") == 0 and "garbage" in messages(graded, "channel_garbage")
 
 
+def test_a_gigabyte_written_to_disk_is_stopped_at_the_scratch_limit(graded):
+    assert score(graded, "disk_filler", "softmax") == 0
+    said = messages(graded, "disk_filler")
+    # At "namespaces" the scratch is a tmpfs of the limit's size; at "uid" the watchdog stops it.
+    assert ("disk limit of 256 MiB" if graded["level"] == "no_sys_admin" else "No space left on device") in said, said
+
+
+def test_no_worker_finds_the_runs_secret_or_its_class_order(graded):
+    assert score(graded, "secret_seeker", "softmax") == 15, messages(graded, "secret_seeker")
+    results = (graded["out"] / "secret_seeker" / "results.json").read_text()
+    assert "class order" not in results and "blind" not in results
+
+
+def _lab_seconds(graded, student: str, lab: str) -> float:
+    db = sqlite3.connect(graded["out"] / "gradebook.sqlite")
+    try:
+        return db.execute("SELECT seconds FROM labs WHERE student = ? AND lab = ?", (student, lab)).fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("student", ["slow_4s", "slow_55s", "sleeper"])
+def test_a_sleeping_submission_is_stopped_within_its_labs_time_budget(graded, student):
+    costs = json.loads(next((graded["datasets"] / "cache" / "reference").glob("*/costs.json")).read_text())
+    budget = 10 * costs["lab02_softmax"]["lab"] + 30  # the grader's defaults: --lab-factor 10, --lab-margin 30
+    seconds = _lab_seconds(graded, student, "lab02_softmax")
+    said = messages(graded, student)
+    print(f"{student}: lab 02 stopped after {seconds:.0f} s (budget {budget:.0f} s): {said[:200]}")
+    assert score(graded, student, "softmax") < 15 and seconds <= budget + 15
+    assert "time budget" in said or "within" in said, said
+
+
 def _cmdline(pid: str) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
@@ -443,6 +550,60 @@ def test_kill_9_of_the_grader_leaves_no_process(level, shared_tmp, datasets, mod
         grader.kill()
         grader.wait()
     deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _run_processes():
+        time.sleep(0.2)
+    assert _run_processes() == []
+
+
+FORK_LOOP = code(f"""
+    import os, sys, time
+    if os.fork() == 0:  # a marker the test can see, then pids used up as fast as it can
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(300)", "{MARK}"])
+    def softmax(x, dim=-1):
+        while True:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+    """)
+
+
+def test_two_graders_on_one_machine_keep_to_their_own_workers(shared_tmp, datasets, modes_restored):
+    """At "uid" each grader's workers run as uids of a block it holds: killing one grader (its
+    janitor then cleans up by uid) touches nothing of the other's, while a fork loop recycles pids."""
+    root = shared_tmp / "two-graders"
+    for name, students in (("a", {"looper": {"softmax": FORK_LOOP}, "ref": {}}),
+                           ("b", {"ref": {}, "wrong": {"softmax": "def softmax(x, dim=-1):\n    return x\n"}})):
+        for student, replaced in students.items():
+            write_student(root / name, student, ["lab02"], replaced)
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    env = {"AUTOGRADER_DATA": str(datasets / "cache"), "AUTOGRADER_IDX_PATH": str(datasets / "idx"),
+           "AUTOGRADER_OFFLINE": "1"}
+    lone = shared_folder(root / "lone")
+    assert grade_as("no_sys_admin", ["grade", str(root / "b"), "--out", str(lone), "--device", "cpu", "-q"],
+                    env).returncode == 0
+    wrapper, sandbox = LEVELS["no_sys_admin"]
+    started = {name: subprocess.Popen([*wrapper, sys.executable, "-m", "autograder", "--course", str(ROOT), "grade",
+                                       str(root / name), "--out", str(shared_folder(root / f"out-{name}")),
+                                       "--sandbox", sandbox, "--device", "cpu", "-q", "--min-wall", "120"],
+                                      env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      start_new_session=True)
+               for name in ("a", "b")}
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(MARK in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()):
+            time.sleep(0.2)
+        time.sleep(2)  # the loop runs
+        assert started["b"].poll() is None, "grader b finished before a was killed: the test proves nothing"
+        for pid in [p for p in os.listdir("/proc") if p.isdigit() and f"grade {root / 'a'} " in _cmdline(p)]:
+            os.kill(int(pid), signal.SIGKILL)
+        assert started["b"].wait(600) == 0, started["b"].stderr.read()[-3000:]
+    finally:
+        for proc in started.values():
+            proc.kill()
+            proc.wait()
+    assert (root / "out-b" / "grades.csv").read_text() == (lone / "grades.csv").read_text()
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _run_processes():
         time.sleep(0.2)
     assert _run_processes() == []
