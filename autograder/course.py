@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -31,27 +32,72 @@ class CourseError(RuntimeError):
     """The course folders are not what the tool needs; the message says what and where."""
 
 
-def read_notebook(path: Path):
-    """The notebook at `path` (an nbformat NotebookNode), or a CourseError saying why not."""
+class Node(dict):
+    """A notebook, or a part of one, as its JSON: keys are attributes too, as in nbformat's nodes."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def read_notebook(path: Path) -> Node:
+    """The notebook at `path`, or a CourseError saying why not.
+
+    A notebook of the current format (4) is read as JSON, its cells' sources joined as nbformat
+    does: importing nbformat (and the jsonschema it validates with) costs one to three seconds,
+    more than everything else `autograder review` does. Older formats go through nbformat."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"), object_hook=Node)
+        if not isinstance(nb, dict) or not isinstance(nb.get("nbformat"), int):
+            raise ValueError("it names no nbformat version: it is JSON, but not a Jupyter notebook")
+        if nb["nbformat"] != 4:
+            nb = json.loads(json.dumps(_upgraded(nb)), object_hook=Node)
+        cells = nb.get("cells")
+        if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+            raise ValueError("its cells are not a list of cells")
+        for cell in cells:
+            if isinstance(cell.get("source"), list):
+                cell["source"] = "".join(str(line) for line in cell["source"])
+        return nb
+    except FileNotFoundError:
+        raise CourseError(f"{path}: no such notebook") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CourseError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from None
+    except json.JSONDecodeError as e:
+        raise CourseError(f"{path}: not a readable notebook (not JSON: {e})") from None
+    except ValueError as e:
+        raise CourseError(f"{path}: not a readable notebook ({e})") from None
+
+
+def nbformat_module():
+    """nbformat, imported for what only it does (upgrading, writing, running notebooks)."""
     # Where Jupyter's extras installed rfc3987_syntax, jsonschema builds a grammar for IRIs when
     # nbformat imports it (3 s); a notebook's schema has no IRI, and jsonschema does without it.
     sys.modules.setdefault("rfc3987_syntax", None)
     import nbformat
-    import nbformat.reader
 
+    return nbformat
+
+
+def load_notebook(path: Path):
+    """The notebook at `path` as nbformat's NotebookNode, for nbgrader's preprocessors and nbclient;
+    a CourseError saying why not."""
+    read_notebook(path)  # the errors a user can act on, in the same words
+    nbformat = nbformat_module()
     try:
-        # Parsed and upgraded, not validated against the schema: validation only warns, and it
-        # costs five times the reading (a class is a thousand notebooks).
-        nb = nbformat.reader.reads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(nb.get("nbformat"), int):
-            raise ValueError("it names no nbformat version: it is JSON, but not a Jupyter notebook")
-        return nb if nb.nbformat == 4 else nbformat.convert(nb, 4)
-    except FileNotFoundError:
-        raise CourseError(f"{path}: no such notebook") from None
-    except Exception as e:  # nbformat raises json, unicode and version errors alike
-        why = str(e) if isinstance(e, ValueError) and not type(e).__name__.endswith("JSONError") else \
-            f"{type(e).__name__}: {e}"
-        raise CourseError(f"{path}: not a readable notebook ({why})") from None
+        return nbformat.read(path, as_version=4)
+    except Exception as e:  # nbformat raises json, unicode and validation errors alike
+        raise CourseError(f"{path}: not a readable notebook ({type(e).__name__}: {e})") from None
+
+
+def _upgraded(nb: dict) -> dict:
+    nbformat = nbformat_module()
+    try:
+        return nbformat.convert(nbformat.from_dict(nb), 4)
+    except Exception as e:  # nbformat's conversions raise whatever the old notebook trips
+        raise ValueError(f"a notebook of format {nb.get('nbformat')} that cannot be upgraded ({e})") from None
 
 
 def nbgrader_meta(cell) -> dict:

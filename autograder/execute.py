@@ -11,7 +11,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 
-from .course import nbgrader_meta, read_notebook
+from .course import load_notebook, nbgrader_meta
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def execute(path: Path, timeout: int = 900, nb: nbformat.NotebookNode | None = N
 
     Every cell runs even after an error, so the caller sees what each one did.
     """
-    nb = nb if nb is not None else read_notebook(path)
+    nb = nb if nb is not None else load_notebook(path)
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(Path(path).parent)}},
                                      extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no warnings on stderr

@@ -16,7 +16,7 @@ from nbgrader.converters.generate_assignment import GenerateAssignment
 from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import CheckCellMetadata, NbGraderPreprocessor, SaveCells
 
-from .course import HELPERS, Course, CourseError, nbgrader_meta, read_notebook
+from .course import HELPERS, Course, CourseError, load_notebook, nbgrader_meta
 
 PIPELINE: tuple[type[NbGraderPreprocessor], ...] = tuple(
     p for p in GenerateAssignment.class_traits()["preprocessors"].default() if p is not SaveCells
@@ -67,7 +67,7 @@ def _metadata_problem(nb) -> str | None:
 
 def release_notebook(source: Path) -> nbformat.NotebookNode:
     """One notebook through the pipeline; a ReleaseError names the notebook and cell on failure."""
-    nb = read_notebook(source)
+    nb = load_notebook(source)
     resources = {"metadata": {"path": str(source.parent), "name": source.stem},
                  "nbgrader": {"notebook": source.stem, "assignment": source.parent.name}}
     for step_class in PIPELINE:
