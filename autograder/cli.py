@@ -310,6 +310,23 @@ def cmd_override(args: argparse.Namespace, course: Course) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, course: Course) -> int:
+    from .export import canvas
+
+    done = canvas(args.out, args.canvas, args.assignment, args.match)
+    args.file.parent.mkdir(parents=True, exist_ok=True)
+    args.file.write_text(done.text, encoding="utf-8")
+    print(f"wrote {args.file}: {done.matched} student(s) with their total for {args.assignment!r}; import it in "
+          "Canvas's Grades > Import")
+    if done.not_in_roster:
+        print(f"autograder export: graded but not in {args.canvas} (not exported): "
+              f"{', '.join(map(repr, done.not_in_roster))}", file=sys.stderr)
+    if done.not_graded:
+        print(f"autograder export: in {args.canvas} but not graded (left blank): {'; '.join(done.not_graded)}",
+              file=sys.stderr)
+    return 1 if done.not_in_roster or done.not_graded else 0
+
+
 def cmd_bundle(args: argparse.Namespace, course: Course) -> int:
     from .bundle import bundle
 
@@ -470,6 +487,25 @@ def parser() -> argparse.ArgumentParser:
     _out(p, "")
     _extensions(p)
     p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("export", help="the final totals as a gradebook CSV Canvas imports",
+                       description="Write FILE for Canvas's Grades > Import: the columns Student,ID,SIS User ID,"
+                       "SIS Login ID,Section and NAME, with each student's final total from DIR/grades.csv (run "
+                       "`autograder report DIR` first after changing overrides or extensions by hand). ROSTER is the "
+                       "gradebook CSV Canvas exports (Grades > Export); a student id of DIR is matched to its SIS "
+                       "Login ID, then its SIS User ID, then its Canvas ID, or only to --match COLUMN. Its Points "
+                       "Possible row is kept, with max_total. Graded students missing from the roster and roster "
+                       "students without a grade (left blank: Canvas changes nothing there) are named on stderr, "
+                       "and the exit status is then 1.")
+    _out(p, "")
+    p.add_argument("--canvas", type=Path, required=True, metavar="ROSTER.csv",
+                   help="the gradebook CSV exported from Canvas for this course")
+    p.add_argument("--assignment", required=True, metavar="NAME",
+                   help="the Canvas assignment's column: its name, or 'Name (ID)' as Canvas exports it to update "
+                        "that assignment (a new name creates one)")
+    p.add_argument("--out", dest="file", type=Path, required=True, metavar="FILE.csv", help="the file to write")
+    p.add_argument("--match", metavar="COLUMN", help="match student ids to this roster column only")
+    p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("merge", help="combine the output folders of grade --shard runs",
                        description="Combine the gradebooks of several `grade --shard K/N` output folders into "

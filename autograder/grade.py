@@ -28,7 +28,7 @@ from .extract import LabCode, extract
 from .gradebook import Gradebook
 from .reports import GRADEBOOK, RESERVED, Report, keep_extensions, write_reports
 from .sandbox import Level, Limits
-from .submissions import Submission, discover, gradescope_times
+from .submissions import Submission, discover, gradescope_times, nbgrader_feedback
 
 
 class GradingError(CourseError):
@@ -144,8 +144,12 @@ def _times(submission: Submission, code: LabCode, gradescope: tuple[str | None, 
     """When this lab was submitted (and due, where the submission says so)."""
     if gradescope is not None:
         return {"submitted_at": gradescope[0], "due": gradescope[1]}
-    notebook = next((p for p in submission.notebooks if p.name == code.notebook), None)
-    return {"submitted_at": submission.submitted.get(str(notebook)), "due": None}
+    return {"submitted_at": submission.submitted.get(str(_notebook(submission, code))), "due": None}
+
+
+def _notebook(submission: Submission, code: LabCode) -> Path | None:
+    """The notebook of the submission that gave this lab its code."""
+    return next((p for p in submission.notebooks if p.name == code.notebook), None)
 
 
 def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool = False,
@@ -216,6 +220,11 @@ def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool 
                 run_checks(course, spec, max(1, min(run.jobs, len(todo))))
             finally:
                 stop()
+        for s in submissions:  # nbgrader feedback: where each lab's notebook was collected from
+            if s.problem is None:
+                notebooks = {lab: _notebook(s, code[s.student][lab]) for lab in labs}
+                book.record_nbgrader(s.student, labs, {lab: nb.absolute() for lab, nb in notebooks.items()
+                                                       if nb is not None and nbgrader_feedback(nb) is not None})
         return write_reports(course, out, book, pages)
     finally:
         book.close()

@@ -11,6 +11,7 @@ humans' overrides). The totals each report pass showed are kept too, to say whos
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -36,6 +37,8 @@ CREATE TABLE IF NOT EXISTS sources (
     PRIMARY KEY (student, lab, unit));
 CREATE TABLE IF NOT EXISTS ungraded (student TEXT PRIMARY KEY, problem TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reported (student TEXT PRIMARY KEY, total REAL NOT NULL, max_total REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS nbgrader (
+    student TEXT NOT NULL, lab TEXT NOT NULL, notebook BLOB NOT NULL, PRIMARY KEY (student, lab));
 """
 CHECK_FIELDS = ("unit", "check", "label", "cell", "points", "hidden", "passed", "seconds", "cpu_seconds", "message",
                 "rule")
@@ -111,6 +114,21 @@ class Gradebook:
                                 [(s, t, m) for s, (t, m) in totals.items()])
         return before
 
+    # -- nbgrader feedback: where a lab's notebook was collected from, to put its feedback back ----
+    def record_nbgrader(self, student: str, labs: list[str], notebooks: dict[str, Path]) -> None:
+        """The submitted notebook of each of `labs` that nbgrader's exchange collected (lab -> path,
+        kept as the file system's bytes: any folder name survives); the student's other labs stay."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("DELETE FROM nbgrader WHERE student = ? AND lab = ?", [(student, lab) for lab in labs])
+            self.db.executemany("INSERT INTO nbgrader VALUES (?, ?, ?)",
+                                [(student, lab, os.fsencode(path)) for lab, path in notebooks.items()])
+
+    def nbgrader_notebooks(self, student: str) -> dict[str, Path]:
+        rows = self.db.execute("SELECT lab, notebook FROM nbgrader WHERE student = ? ORDER BY lab", (student,))
+        return {lab: Path(os.fsdecode(path)) for lab, path in rows}
+    # -- end nbgrader feedback ----------------------------------------------------------------------
+
     # -- reading -------------------------------------------------------------------------------
     def students(self) -> list[str]:
         return [s for (s,) in self.db.execute(
@@ -176,5 +194,6 @@ class Gradebook:
                     self.db.execute(f"DELETE FROM {table} WHERE (student, lab) IN (SELECT student, lab FROM other.labs)")
                     self.db.execute(f"INSERT INTO {table} SELECT * FROM other.{table}")
                 self.db.execute("INSERT OR REPLACE INTO ungraded SELECT * FROM other.ungraded")
+                self.db.execute("INSERT OR REPLACE INTO nbgrader SELECT * FROM other.nbgrader")
         finally:
             self.db.execute("DETACH DATABASE other")

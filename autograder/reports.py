@@ -19,6 +19,7 @@ from . import review
 from .course import Course
 from .final import EXTENSIONS, OVERRIDES, Facts, Final, check_overrides, final_grade, read_overrides, read_policy
 from .gradebook import Gradebook
+from .submissions import NBGRADER_FILES, nbgrader_feedback
 
 GRADEBOOK = "gradebook.sqlite"
 CSV_TAIL = ["total", "max_total", "late_days", "late_penalty", "status"]
@@ -191,4 +192,26 @@ def write_reports(course: Course, out: Path, book: Gradebook, draw: bool = True)
     write(out / "grades.csv", grades_csv(found, course))
     if found and pages is not None:
         write(out / "summary.html", pages.summary(found, queue, changed))
+    for r in found:
+        if r.student not in RESERVED and not r.student.startswith("."):
+            nbgrader_feedback_pages(book, r.student, out / r.student / "feedback.html")
     return Report(found, queue, changed)
+
+
+# -- nbgrader feedback ---------------------------------------------------------------------------
+def nbgrader_feedback_pages(book: Gradebook, student: str, page: Path) -> None:
+    """The student's page where `nbgrader release_feedback` looks for it, for each notebook that
+    nbgrader's exchange collected, beside a copy of that submission's timestamp and secret (with
+    which release_feedback names the page so that only that submission's `fetch_feedback` finds
+    it). Written last: a course root that cannot be written to costs no other output."""
+    text = None
+    for notebook in book.nbgrader_notebooks(student).values():
+        target = nbgrader_feedback(notebook)
+        if target is None:
+            continue  # the submission is no longer where it was collected
+        for name in NBGRADER_FILES:
+            with open(notebook.parent / name, encoding="utf-8", errors="replace") as f:
+                write(target.parent / name, f.read(4096))  # nbgrader's own are a line each
+        text = text if text is not None else page.read_text(encoding="utf-8")
+        write(target, text)
+# -- end nbgrader feedback -----------------------------------------------------------------------

@@ -64,6 +64,24 @@ def submitted_at(notebook: Path) -> str | None:
     return _iso(text.replace(" UTC", "+00:00"))
 
 
+# -- nbgrader feedback ----------------------------------------------------------------------------
+NBGRADER_FILES = ("timestamp.txt", "submission_secret.txt")  # what nbgrader's submit leaves beside the notebooks
+
+
+def nbgrader_feedback(notebook: Path) -> Path | None:
+    """Where `nbgrader release_feedback` takes this notebook's feedback page from, for a notebook
+    that nbgrader's exchange collected (`<course root>/submitted/<student>/<assignment>/`, with
+    NBGRADER_FILES, which release_feedback reads beside the page to match it to the submission):
+    `<course root>/feedback/<student>/<assignment>/<notebook>.html`. None for any other notebook."""
+    assignment = notebook.parent
+    if assignment.parent.parent.name != "submitted" or not all(
+            (assignment / name).is_file() and not (assignment / name).is_symlink() for name in NBGRADER_FILES):
+        return None
+    root = assignment.parent.parent.parent
+    return root / "feedback" / assignment.parent.name / assignment.name / f"{notebook.stem}.html"
+# -- end nbgrader feedback ------------------------------------------------------------------------
+
+
 def gradescope_times(path: Path) -> tuple[str | None, str | None]:
     """(when it was submitted, when it is due) from Gradescope's submission_metadata.json: the
     student's own due date (an extension) where Gradescope has one, else the assignment's."""

@@ -1,6 +1,7 @@
 """nbgrader's exchange, end to end, with nbgrader's own command line: the instructor releases two
 labs from release/, a student fetches them, solves one unit and submits both, the instructor
-collects, and the autograder grades the collected `submitted/` tree.
+collects, and the autograder grades the collected `submitted/` tree; the feedback goes back through
+nbgrader's release_feedback and fetch_feedback.
 
 The exchange hands a student one folder per assignment, so each released lab folder must hold
 everything its notebooks need: utils.py beside them, imported without any sys.path change.
@@ -130,3 +131,15 @@ def test_the_exchange_hands_out_self_contained_labs_and_grades_what_it_collects(
     assert result.max_units == {"Linear": 15, "softmax": 15}
     assert result.total == 15 and result.status == "ok", result.status
     assert (out / "grades.csv").read_text().splitlines()[1].startswith(f"{user},0,15,,,,,15,30,")
+
+    # The feedback goes back the way the work came: nbgrader's release_feedback takes the page the
+    # report pass left in the course's feedback/ folder, and only the student who submitted fetches it.
+    for lab in LABS:
+        nbgrader("release_feedback", lab, cwd=coursedir, env=env)
+        nbgrader("fetch_feedback", lab, cwd=student, env=env)
+    for lab in LABS:
+        fetched = sorted((student / lab / "feedback").glob("*/*.html"))
+        assert [p.name for p in fetched] == [course.lab(lab).exercise.stem + ".html"], fetched
+        page = fetched[0].read_text()
+        assert f"Feedback for {user}" in page and f"Total <b>{result.total:g} / {result.max_total:g}</b>" in page
+        assert page == (out / user / "feedback.html").read_text()
