@@ -188,7 +188,10 @@ def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool 
                 "device": run.device, "limits": json.dumps(asdict(run.limits), sort_keys=True),
                 "public_only": str(run.public_only), "hidden_visibility": run.hidden_visibility,
                 "leaderboard": str(run.leaderboard)}
-    graded_with = json.dumps({k: v for k, v in settings.items() if k not in ("course", "labs")}, sort_keys=True)
+    # What decides a lab's findings (not the course's whole version, the labs of this run, or how
+    # the reports show them).
+    graded_with = json.dumps({k: v for k, v in settings.items()
+                              if k not in ("course", "labs", "hidden_visibility", "leaderboard")}, sort_keys=True)
     versions = {lab: artifacts.fingerprint(course, lab) for lab in labs}
     book = Gradebook(out / GRADEBOOK)
     try:

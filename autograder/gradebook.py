@@ -114,7 +114,7 @@ class Gradebook:
                                 [(s, t, m) for s, (t, m) in totals.items()])
         return before
 
-    # -- nbgrader feedback: where a lab's notebook was collected from, to put its feedback back ----
+    # -- nbgrader's exchange: where a lab's notebook was collected from, to put its feedback back ---
     def record_nbgrader(self, student: str, labs: list[str], notebooks: dict[str, Path]) -> None:
         """The submitted notebook of each of `labs` that nbgrader's exchange collected (lab -> path,
         kept as the file system's bytes: any folder name survives); the student's other labs stay."""
@@ -127,7 +127,6 @@ class Gradebook:
     def nbgrader_notebooks(self, student: str) -> dict[str, Path]:
         rows = self.db.execute("SELECT lab, notebook FROM nbgrader WHERE student = ? ORDER BY lab", (student,))
         return {lab: Path(os.fsdecode(path)) for lab, path in rows}
-    # -- end nbgrader feedback ----------------------------------------------------------------------
 
     # -- reading -------------------------------------------------------------------------------
     def students(self) -> list[str]:

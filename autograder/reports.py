@@ -198,7 +198,6 @@ def write_reports(course: Course, out: Path, book: Gradebook, draw: bool = True)
     return Report(found, queue, changed)
 
 
-# -- nbgrader feedback ---------------------------------------------------------------------------
 def nbgrader_feedback_pages(book: Gradebook, student: str, page: Path) -> None:
     """The student's page where `nbgrader release_feedback` looks for it, for each notebook that
     nbgrader's exchange collected, beside a copy of that submission's timestamp and secret (with
@@ -214,4 +213,3 @@ def nbgrader_feedback_pages(book: Gradebook, student: str, page: Path) -> None:
                 write(target.parent / name, f.read(4096))  # nbgrader's own are a line each
         text = text if text is not None else page.read_text(encoding="utf-8")
         write(target, text)
-# -- end nbgrader feedback -----------------------------------------------------------------------

@@ -64,7 +64,6 @@ def submitted_at(notebook: Path) -> str | None:
     return _iso(text.replace(" UTC", "+00:00"))
 
 
-# -- nbgrader feedback ----------------------------------------------------------------------------
 NBGRADER_FILES = ("timestamp.txt", "submission_secret.txt")  # what nbgrader's submit leaves beside the notebooks
 
 
@@ -79,7 +78,6 @@ def nbgrader_feedback(notebook: Path) -> Path | None:
         return None
     root = assignment.parent.parent.parent
     return root / "feedback" / assignment.parent.name / assignment.name / f"{notebook.stem}.html"
-# -- end nbgrader feedback ------------------------------------------------------------------------
 
 
 def gradescope_times(path: Path) -> tuple[str | None, str | None]:
