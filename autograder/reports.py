@@ -192,9 +192,8 @@ def write_reports(course: Course, out: Path, book: Gradebook, draw: bool = True)
     write(out / "grades.csv", grades_csv(found, course))
     if found and pages is not None:
         write(out / "summary.html", pages.summary(found, queue, changed))
-    for r in found:
-        if r.student not in RESERVED and not r.student.startswith("."):
-            nbgrader_feedback_pages(book, r.student, out / r.student / "feedback.html")
+    for r in (r for r in found if pages is not None and r.student not in RESERVED and not r.student.startswith(".")):
+        nbgrader_feedback_pages(book, r.student, out / r.student / "feedback.html")
     return Report(found, queue, changed)
 
 
