@@ -168,6 +168,9 @@ def write_reports(course: Course, out: Path, book: Gradebook, draw: bool = True)
     hidden, leaderboard = settings.get("hidden_visibility", "after_published"), settings.get("leaderboard") == "True"
     queue = review.queue(course, book, found)
     pages = Pages(course, book, graded_labs(course, book)) if draw else None
+    drawing = hashlib.sha256(b"".join(path.read_bytes() for path in (Path(__file__).with_name("feedback.py"),
+                                                                    course.checks / "pictures.py")
+                                      if path.is_file())).hexdigest()
     for r in found:
         if r.student in RESERVED or r.student.startswith("."):
             continue  # its row says why it was not graded; the folder's name is the output's own
@@ -175,8 +178,8 @@ def write_reports(course: Course, out: Path, book: Gradebook, draw: bool = True)
         seconds = sum(lab["seconds"] for lab in book.labs(r.student).values())
         data = json.dumps(results_json(r, hidden, leaderboard, kept, seconds), indent=1) + "\n"
         write(out / r.student / "results.json", data)
-        # A page is drawn again only when what it shows changed (pictures take time to draw).
-        key = hashlib.sha256("\0".join([data, r.status, settings.get("course", ""), *r.labs, *(
+        # A page is drawn again only when what it shows, or how, changed (pictures take time to draw).
+        key = hashlib.sha256("\0".join([data, r.status, settings.get("course", ""), drawing, *r.labs, *(
             f"{name}:{hashlib.sha256(t.tobytes()).hexdigest()}" for name, (_, t) in sorted(kept.items()))])
             .encode()).hexdigest()[:32]
         page = out / r.student / "feedback.html"

@@ -34,7 +34,7 @@ class Entry:
     text: str  # one line
     unit: str | None = None
     lines: tuple[int, ...] = ()  # of the unit's source, flagged
-    messages: tuple[str, ...] = field(default_factory=tuple)  # the failing checks' messages
+    messages: tuple[str, ...] = field(default_factory=tuple)  # "<check>: <message>" of the failing checks
 
 
 def queue(course: Course, book: Gradebook, finals: list[Final]) -> list[Entry]:
@@ -52,7 +52,7 @@ def queue(course: Course, book: Gradebook, finals: list[Final]) -> list[Entry]:
             source = book.sources(unit).get(f.student, "") if unit in lab_of else ""
             lines = rules.facts(source, provided[lab_of[unit]]).lines if source else ()
             entries.append(Entry(f.student, "review", f"review: {flag}", unit if unit in lab_of else None, lines,
-                                 tuple(c["message"] for c in failing.get(unit, []))))
+                                 tuple(f"{c['label']}: {c['message']}" for c in failing.get(unit, []))))
         for problem in f.problems:
             if not problem.startswith("no notebook for"):
                 entries.append(Entry(f.student, "stopped", problem))
@@ -61,7 +61,7 @@ def queue(course: Course, book: Gradebook, finals: list[Final]) -> list[Entry]:
                 lost = sum(c["points"] for c in failed)
                 entries.append(Entry(f.student, "rules", f"{unit} lost {lost:g} point{'s' * (lost != 1)} on rule checks "
                                      f"only ({'; '.join(c['label'] for c in failed)})", unit,
-                                     messages=tuple(c["message"] for c in failed)))
+                                     messages=tuple(f"{c['label']}: {c['message']}" for c in failed)))
         entries += [Entry(f.student, "late", change) for change in f.changes if change.startswith("late:")]
     stubs = course.stubs()
     for unit in course.units:
