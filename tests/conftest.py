@@ -117,6 +117,14 @@ def datasets(shared_tmp) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def data_env_session(datasets: Path) -> Path:
+    """The same environment as data_env, for the whole session (for module and session fixtures)."""
+    os.environ.update(AUTOGRADER_DATA=str(datasets / "cache"), AUTOGRADER_IDX_PATH=str(datasets / "idx"),
+                      AUTOGRADER_OFFLINE="1")
+    return datasets
+
+
 @pytest.fixture
 def data_env(datasets: Path, monkeypatch) -> Path:
     """Environment (inherited by notebook kernels and grading processes) that finds both datasets
