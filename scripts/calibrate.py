@@ -24,14 +24,14 @@ import torch
 
 from autograder.course import find_course
 from autograder.extract import extract
-from autograder.messages import Build, Call, Load, TrainingSet
+from autograder.messages import Build, Call, TrainingSet
 from autograder.worker import Dispatcher
 
 MARGIN, SPREADS = 0.03, 6  # the threshold's, below the worst seed
 CEILING_MARGIN = 0.02  # the ceiling's, above the best seed
 
 
-def main() -> int:
+def main() -> int | str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -49,8 +49,13 @@ def main() -> int:
     images, labels = helpers.load(course.dataset, course.train_split)
     code = extract(course, tuple(lab.exercise for lab in course.labs))
     dispatcher = Dispatcher({"images": images, "labels": labels}, args.device)
-    dispatcher.load(Load(tuple(s for lab in code.values() for s in lab.setup),
-                         {u: c for lab in code.values() for u, c in lab.units.items()}))
+    done = dispatcher.setup(tuple(s for lab in code.values() for s in lab.setup))
+    if done.error:
+        return f"calibrate: the provided cells failed: {done.error}"
+    failed = {u: e for u, e in dispatcher.load({u: c for lab in code.values() for u, c in lab.units.items()}).errors.items()
+              if e}
+    if failed:
+        return f"calibrate: the reference solutions failed to load: {failed}"
 
     print(f"Reference accuracies on the Fashion-MNIST test set, {args.seeds} seeds (0..{args.seeds - 1}), "
           f"device {args.device}, {args.threads} thread(s), torch {torch.__version__}; threshold = "

@@ -264,13 +264,15 @@ def check_own_net(submission, trainer: str, copies: int, **kwargs) -> None:
     settings = _settings(trainer, lr=lr, **kwargs, n_iter=n)
     state = call(handle, trainer, net, data, labels, seed=submission.draw_seed(), what=f"{settings} on {note}",
                  idea=idea, lr=lr, **kwargs, n_iter=n).args[0]
-    W, b = W0, b0 if own else None
+    W, b = W0, b0
     for _ in range(n):
-        W, b = one_step(W, x, label, lr, b) if own else (one_step(W, x, label, lr), None)
+        W, b = one_step(W, x, label, lr, b) if own else (one_step(W, x, label, lr), b)
     got = _parameter(state, names[0], trainer, [CLASSES, PIXELS])
     assert_step(W0, got, W, f"after {settings}, trained with {note}, the weights", True, EXACT, atol=1e-5)
     if own:
         got = _parameter(state, names[1], trainer, [CLASSES])
+        assert not torch.equal(got, b0), (f"after {settings}, trained with {note}, the bias did not change: every "
+                                          "parameter learns, so give the optimizer net.parameters()")
         assert_step(b0, got, b, f"after {settings}, trained with {note}, the bias", True,
                     "The bias learns like the weights: b + lr (onehot - p) at each step.", atol=1e-5)
 
