@@ -62,8 +62,10 @@ def test_Linear_shapes_for_any_size(submission):
         assert parameters(submission, n_in, n_out) == {"weight": [n_out, n_in], "bias": [n_out]}, \
             f"Linear({n_in}, {n_out}) registers the wrong parameters"
         W, b = torch.randn(n_out, n_in), torch.randn(n_out)
-        assert_tensor(call(submission, layer(W, b), torch.rand(n, n_in)).value, f"the output for [{n}, {n_in}]", [n, n_out])
-        assert_tensor(call(submission, layer(W, b), torch.rand(n_in)).value, f"the output for [{n_in}]", [n_out])
+        assert_tensor(call(submission, layer(W, b), torch.rand(n, n_in)).value, f"the output for [{n}, {n_in}]",
+                      [n, n_out], reveal=False)
+        assert_tensor(call(submission, layer(W, b), torch.rand(n_in)).value, f"the output for [{n_in}]", [n_out],
+                      reveal=False)
 
 
 @pytest.mark.points(2)
