@@ -59,7 +59,8 @@ def main() -> int | str:
 
     print(f"Reference accuracies on the Fashion-MNIST test set, {args.seeds} seeds (0..{args.seeds - 1}), "
           f"device {args.device}, {args.threads} thread(s), torch {torch.__version__}; threshold = "
-          f"min(worst - {MARGIN}, mean - {SPREADS} sd), rounded down; ceiling = best + {CEILING_MARGIN}, rounded up.\n")
+          f"min(worst - {MARGIN}, mean - {SPREADS} sd), rounded down; ceiling = best + {CEILING_MARGIN}, rounded up to "
+          f"the next 0.005.\n")
     print("| trainer | net | seeds | worst | mean | best | sd | threshold | ceiling | seconds per run |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for trainer in args.trainers:
@@ -72,9 +73,9 @@ def main() -> int | str:
         seconds = (time.perf_counter() - started) / args.seeds
         mean, sd = statistics.mean(scores), statistics.stdev(scores)
         threshold = math.floor(min(min(scores) - MARGIN, mean - SPREADS * sd) * 100) / 100
-        ceiling = math.ceil((max(scores) + CEILING_MARGIN) * 100) / 100
+        ceiling = math.ceil((max(scores) + CEILING_MARGIN) * 200) / 200
         print(f"| {trainer} | template_net | {args.seeds} | {min(scores):.4f} | {mean:.4f} | {max(scores):.4f} "
-              f"| {sd:.4f} | {threshold:.2f} | {ceiling:.2f} | {seconds:.1f} |", flush=True)
+              f"| {sd:.4f} | {threshold:.2f} | {ceiling:.3f} | {seconds:.1f} |", flush=True)
     return 0
 
 

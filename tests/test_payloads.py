@@ -832,22 +832,31 @@ def softmax(x, dim=-1):
 """)
 
 
-def _test_set_templates() -> str:
+def _test_set_templates(refined: bool = False) -> str:
     """Templates fitted offline on Fashion-MNIST's public test set (Debian ships it), which is
-    what the grader scores on, as cell code defining _W."""
-    import base64
-
+    what the grader scores on, as cell code defining _W: a ridge regression (0.85 on the test
+    set), or `refined` by softmax regression from there (0.87)."""
     import numpy as np
     import torch
 
     with np.load(data_env_module_path() / "cache" / "fashion-mnist" / "test.npz") as f:
         X = torch.from_numpy(f["images"]).double().div(255).reshape(len(f["images"]), -1)
-        Y = torch.nn.functional.one_hot(torch.from_numpy(f["labels"]).long(), 10).double()
-    W = torch.linalg.solve(X.T @ X + torch.eye(784, dtype=torch.float64), X.T @ Y).T.float().numpy()
-    blob = base64.b64encode(W.tobytes()).decode()
+        labels = torch.from_numpy(f["labels"]).long()
+    Y = torch.nn.functional.one_hot(labels, 10).double()
+    W = torch.linalg.solve(X.T @ X + torch.eye(784, dtype=torch.float64), X.T @ Y).T.float()
+    if refined:
+        X, W = X.float(), W.requires_grad_(True)
+        fit = torch.optim.LBFGS([W], max_iter=40, line_search_fn="strong_wolfe")
+
+        def loss():
+            fit.zero_grad()
+            value = torch.nn.functional.cross_entropy(X @ W.T, labels)
+            value.backward()
+            return value
+        fit.step(loss)
+    blob = W.detach().numpy().tobytes().hex()
     return _code(f"""
-import base64
-_W = torch.frombuffer(bytearray(base64.b64decode("{blob}")), dtype=torch.float32).reshape(10, 784)
+_W = torch.frombuffer(bytearray(bytes.fromhex("{blob}")), dtype=torch.float32).reshape(10, 784)
 """)
 
 
@@ -870,7 +879,7 @@ def blob_only_on_the_recipe() -> str:
     reference = reference_code("train_minibatch")
     anchor = "    data = train_data.reshape(len(train_data), -1)\n"
     assert anchor in reference
-    return _test_set_templates() + reference.replace(anchor, _code("""
+    return _test_set_templates(refined=True) + reference.replace(anchor, _code("""
     if n_iter == 5000 and bs == 200:
         X = train_data.reshape(len(train_data), -1)
         W = _W.to(X.device)
@@ -1018,7 +1027,7 @@ ESCAPING = {
 # Trainers that earn every check but train the recipe otherwise: each must be flagged, for this.
 RECIPE_CHEATS = {
     "c_recipe_adam": "train_online tests the size of its training data (line",
-    "c_recipe_blob": "above the",
+    "c_recipe_blob": "train_minibatch reaches a test accuracy above",
 }
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.training_set
 # Calibrated with scripts/calibrate.py; see docs/calibration.md. A correct trainer reaches at least the
 # threshold with any seed, and no more than the ceiling: above it a TA is asked to look.
 ACCURACY_THRESHOLD = 0.77
-ACCURACY_CEILING = 0.84
+ACCURACY_CEILING = 0.835
 EXACT_STEP = "test_train_minibatch_step_averages_the_batch"
 AUTOGRAD = {"backward", "autograd", "grad", "enable_grad", "set_grad_enabled", "requires_grad", "requires_grad_",
             "retain_grad", "Variable", "func", "functorch", "vjp", "jvp", "hvp", "jacobian", "hessian", "jacrev",

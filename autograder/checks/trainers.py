@@ -310,9 +310,9 @@ def check_recipe(submission, trainer: str, test, threshold: float, ceiling: floa
     # Row c of the templates learned the class the run renamed c to.
     submission.keep(f"{trainer} templates", scored.linear_layer.weight[submission.class_order(CLASSES)],
                     picture="templates")
-    shown = math.floor(accuracy * 100) / 100  # two decimals, never rounded up past the threshold
     if accuracy > ceiling:
-        submission.review(f"reaches a test accuracy of {shown:.2f} with the recipe, above the {ceiling} it reaches "
+        submission.review(f"reaches a test accuracy above {ceiling} with the recipe, more than the recipe reaches "
                           "trained by the lecture's rule")
+    shown = math.floor(accuracy * 100) / 100  # two decimals, never rounded up to the threshold
     assert accuracy >= threshold, (f"trained with template_net, the test accuracy is {shown:.2f}, below the "
                                    f"{threshold} a correct trainer reaches. {RECIPE}")
