@@ -239,8 +239,9 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            self._check_import(alias.name, node)
             top = alias.name.split(".")[0]
+            # `import a.b` binds a, so a must be allowed too; `import a.b as m` binds a.b alone
+            self._check_import(alias.name, node, alias.name if alias.asname else top)
             self._import(alias.name if alias.asname else top, alias.asname or top)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
@@ -248,7 +249,7 @@ class _Scanner(ast.NodeVisitor):
         if node.level:
             self.flag(f"from {module} import", node, IMPORT)
         else:
-            self._check_import(module, node)
+            self._check_import(module, node, module)
         for alias in node.names:
             if alias.name == "*":
                 self.flag(f"from {module} import *", node, STAR)
@@ -260,11 +261,13 @@ class _Scanner(ast.NodeVisitor):
                 self.flag(f"import {full}", node, IMPORT)
             self._import(full, alias.asname or alias.name)
 
-    def _check_import(self, module: str, node: ast.AST) -> None:
+    def _check_import(self, module: str, node: ast.AST, bound: str) -> None:
+        """`module` is imported and `bound`, a prefix of it, is what the cell can reach by name:
+        each module from `bound` down to `module` must be allowed."""
         parts = module.split(".")
         if any(p.startswith("_") for p in parts):
             self.flag(f"import {module}", node, PRIVATE)
-        elif not all(self.policy.allows(".".join(parts[:i])) for i in range(1, len(parts) + 1)):
+        elif not all(self.policy.allows(".".join(parts[:i])) for i in range(bound.count(".") + 1, len(parts) + 1)):
             self.flag(f"import {module}", node, IMPORT)
 
     def _import(self, path: str, bound: str) -> None:

@@ -92,6 +92,7 @@ ALLOW_LIST = {
     "a private name imported": ("from torch.nn.functional import _canonical_mask\n",
                                 "import torch.nn.functional._canonical_mask"),
     "a module off the list": ("import os\n", "import os"),
+    "a package off the list above an allowed module": ("import IPython.display\n", "import IPython.display"),
     "a submodule off the list": ("import torch.utils.cpp_extension\n", "import torch.utils.cpp_extension"),
     "a submodule off the list, imported from": ("from torch import hub\n", "import torch.hub"),
     "a submodule off the list, reached": ("def f():\n    return torch.hub.load('a', 'b')\n", "module torch.hub"),
@@ -149,6 +150,7 @@ FAIR = {
         from torch.utils.data import DataLoader, TensorDataset
         from tqdm.notebook import tqdm
         import matplotlib.pyplot as plt
+        from IPython.display import clear_output
         """),
     "attributes of allowed modules": code("""
         def f(x):
