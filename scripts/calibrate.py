@@ -52,8 +52,8 @@ def main() -> int | str:
     done = dispatcher.setup(tuple(s for lab in code.values() for s in lab.setup))
     if done.error:
         return f"calibrate: the provided cells failed: {done.error}"
-    failed = {u: e for u, e in dispatcher.load({u: c for lab in code.values() for u, c in lab.units.items()}).errors.items()
-              if e}
+    loaded = dispatcher.load({u: c for lab in code.values() for u, c in lab.units.items()})
+    failed = {u: e for u, e in loaded.errors.items() if e}
     if failed:
         return f"calibrate: the reference solutions failed to load: {failed}"
 

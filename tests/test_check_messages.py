@@ -115,7 +115,8 @@ def test_weights_that_never_move_are_told_so_by_every_trainer_check(graded, stud
 
 
 def test_a_crash_says_what_the_check_looks_for(graded):
-    message = next(c["message"] for c in failing(graded, "crashes") if c["check"] == "test_train_online_one_picture_per_step")
+    message = next(c["message"] for c in failing(graded, "crashes")
+                   if c["check"] == "test_train_online_one_picture_per_step")
     assert "raised IndexError" in message and "Each of the n_iter steps takes ONE picture" in message, message
 
 

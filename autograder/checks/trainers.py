@@ -72,7 +72,8 @@ def pixel_pictures(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return data, (torch.arange(n) * 3 + 1) % CLASSES
 
 
-def one_step(W: torch.Tensor, x: torch.Tensor, label: int, lr: float, b: torch.Tensor | None = None):
+def one_step(W: torch.Tensor, x: torch.Tensor, label: int, lr: float, b: torch.Tensor | None = None
+             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The lecture's rule for one picture x (a vector) of class `label`: W + lr (onehot - p) x^T
     (and b + lr (onehot - p) for a net with a bias, which is then returned too)."""
     p = torch.softmax(W @ x + (0 if b is None else b), dim=0)
