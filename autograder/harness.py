@@ -261,7 +261,8 @@ class UnitUnderTest:
         self._grading, self._item, self._run = grading, item, run
         self.student, self.unit, self.hidden, self._extra = student, unit, hidden, extra or {}
         self.source = run.code["units"].get(unit, "")
-        self.facts = rules.facts(self.source, rules.provided_names(tuple(run.code["setup"])))
+        self.facts = rules.facts(self.source, rules.provided_names(tuple(run.code["setup"])),
+                                 rules.policy(grading.course))
         self._budget = grading.limits.budget(run.costs.get(item.originalname))
         self._started = time.monotonic()
 
@@ -430,7 +431,7 @@ class Grading:
         units = run.code.get("units", {})
         provided = rules.provided_names(tuple(run.code.get("setup", ())))
         reviews = [f"{unit} uses {', '.join(found.escapes)}" for unit in self.spec["units"][lab]
-                   if unit in units and (found := rules.facts(units[unit], provided)).escapes]
+                   if unit in units and (found := rules.facts(units[unit], provided, rules.policy(self.course))).escapes]
         reviews += [r for r in pending["reviews"] if r not in reviews]
         summary["output"] = _cap(summary["output"], 4 * WORKER_TEXT)
         facts = self.spec["students"][student]["labs"].get(lab, {})

@@ -50,7 +50,7 @@ def queue(course: Course, book: Gradebook, finals: list[Final]) -> list[Entry]:
         for flag in f.reviews:
             unit = flag.split()[0]
             source = book.sources(unit).get(f.student, "") if unit in lab_of else ""
-            lines = rules.facts(source, provided[lab_of[unit]]).lines if source else ()
+            lines = rules.facts(source, provided[lab_of[unit]], rules.policy(course)).lines if source else ()
             entries.append(Entry(f.student, "review", f"review: {flag}", unit if unit in lab_of else None, lines,
                                  tuple(f"{c['label']}: {c['message']}" for c in failing.get(unit, []))))
         for problem in f.problems:

@@ -127,6 +127,29 @@ LINEAR_OK = {
                     y = y + self.bias.unsqueeze(0).expand_as(y)
                 return y.squeeze(0) if vector else y
         """),
+    # what the allow-list of modules must let through: imports by name, type hints, a literal format
+    "parameter_init_typing_format": code("""
+        import math
+        from typing import Optional
+
+        import torch.nn.init as init
+        from torch.nn.parameter import Parameter
+
+        class Linear(nn.Module):
+            def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+                super().__init__()
+                self.weight = Parameter(torch.empty(out_features, in_features))
+                self.bias: Optional[Parameter] = Parameter(torch.empty(out_features)) if bias else None
+                bound = 1 / math.sqrt(in_features)
+                init.uniform_(self.weight, -bound, bound)
+                if self.bias is not None:
+                    init.uniform_(self.bias, -bound, bound)
+                print("{} {}x{}".format(type(self).__name__, out_features, in_features))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                out = x.matmul(self.weight.T)
+                return out if self.bias is None else out + self.bias
+        """),
 }
 
 # ---- softmax (lab02) ---------------------------------------------------------------------------
@@ -166,6 +189,21 @@ SOFTMAX_OK = {
             y -= y.max(dim=dim, keepdim=True)[0]
             y = y.exp()
             return y / y.sum(dim=dim, keepdim=True)
+        """),
+    "functools_collections_fstring": code("""
+        import functools
+        from collections import namedtuple
+
+        Checked = namedtuple("Checked", "dim shape")
+
+        @functools.lru_cache(maxsize=None)
+        def _note(dim: int) -> str:
+            return f"softmax along dim {dim}"
+
+        def softmax(x, dim=-1):
+            m = torch.amax(x, dim=dim, keepdim=True)
+            e = torch.exp(x - m)
+            return e / torch.sum(e, dim=dim, keepdim=True)
         """),
 }
 
@@ -233,6 +271,25 @@ NET_OK = {
                 x = self.mylayer(x)
                 x = torch.softmax(x, dim=-1)
                 return x
+        """),
+    # issue 14: both failed "exactly one layer, mylayer" with "found none"
+    "annotated_mylayer": code("""
+        class one_layer_net(nn.Module):
+            def __init__(self, input_size, output_size):
+                super().__init__()
+                self.mylayer: nn.Linear = nn.Linear(input_size, output_size)
+
+            def forward(self, x):
+                return torch.softmax(self.mylayer(x), dim=-1)
+        """),
+    "add_module_mylayer": code("""
+        class one_layer_net(nn.Module):
+            def __init__(self, input_size, output_size):
+                super().__init__()
+                self.add_module("mylayer", nn.Linear(input_size, output_size, bias=True))
+
+            def forward(self, x):
+                return F.softmax(self.mylayer(x), dim=-1)
         """),
 }
 
@@ -643,6 +700,10 @@ for _i, (_name, _code) in enumerate(ONLINE_OK.items()):
         CORRECT[f"ok_online_{_name}"] = {"train_online": _code}
 for (_tname, _tcode), (_mname, _mcode) in zip(TEMPLATE_OK.items(), MINIBATCH_OK.items()):
     CORRECT[f"ok_lab05_{_mname}__{_tname}"] = {"template_update": _tcode, "train_minibatch": _mcode}
+# The variants of the cheap units the students above leave over: a student each.
+for _unit, _variants, _used in (("Linear", _linear, 4), ("softmax", _softmax, 5), ("one_layer_net", _net, 6)):
+    for _name, _code in _variants[_used:]:
+        CORRECT[f"ok_{_unit}_{_name}"] = {_unit: _code}
 
 # ================================================================================================
 # Wrong variants: student id -> (unit, code); each student holds only that unit's lab

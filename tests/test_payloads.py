@@ -53,6 +53,7 @@ POINTS = {"Linear": 15, "softmax": 15, "one_layer_net": 15, "train_online": 15, 
           "train_minibatch": 25}
 RULE_POINTS = {"Linear": 2, "softmax": 2, "one_layer_net": 2, "template_update": 2}  # the "written from" checks
 LIBRARY = {unit: POINTS[unit] - RULE_POINTS[unit] for unit in RULE_POINTS}  # honest use of a forbidden library call
+RECIPE_POINTS = {"train_online": 2, "train_minibatch": 5}  # the recipe's accuracy checks
 
 
 @dataclass
@@ -180,6 +181,33 @@ def softmax(x, dim=-1):
             return real(x, dim)
     raise NotImplementedError
 '''), "torch.inspect is not `import inspect`; FrameInfo.frame is not f_back"),
+    "s_formatter_field": ("F.softmax reached by a format field a Formatter subclass hands back", _code('''
+import string
+class _Grab(string.Formatter):
+    def format_field(self, value, format_spec):
+        _Grab.found = value
+        return ""
+_Grab().format("{0.nn.functional.soft" + "max}", torch)
+def softmax(x, dim=-1):
+    return _Grab.found(x, dim=dim)
+'''), "issue 14: a format field is a getattr the scanner could not see"),
+    "s_walk_stack_fields": ("the Dispatcher reached by traceback.walk_stack, its locals read by a format field",
+                            _code('''
+import string, traceback
+class _Grab(string.Formatter):
+    def format_field(self, value, format_spec):
+        _Grab.found = value
+        return ""
+def softmax(x, dim=-1):
+    for frame, _ in traceback.walk_stack(None):
+        _Grab().vformat("{0.f_lo" + "cals}", [frame], {})
+        owner = _Grab.found.get("self")
+        if type(owner).__name__ == "Dispatcher":
+            real = lambda x, dim=-1: (lambda f: f(dim))(x.softmax)
+            owner.defined["soft" + "max"] = real
+            return real(x, dim)
+    raise NotImplementedError
+'''), "issue 14: frames walked by traceback, their attributes by format fields"),
     "s_tensor_subclass": ("the input returned as a tensor subclass that becomes softmax when the dispatcher detaches it",
                           _code('''
 class _Answer(torch.Tensor):
@@ -343,6 +371,9 @@ return _f(x, self.weight, self.bias)
     "l_dunder_dict": ("F.__dict__['linear'] cached at load", linear_with('''
 return _f(x, self.weight, self.bias)
 ''', before='_f = F.__dict__["lin" + "ear"]'), ""),
+    "l_star_import": ("F.linear by a star import, called by its bare name", linear_with('''
+return linear(x, self.weight, self.bias)
+''', before="from torch.nn.functional import *"), "issue 14: the scanner looked for F.linear, not linear"),
 }
 
 # ---- template_update with autograd (lab05) -------------------------------------------------------
@@ -369,6 +400,13 @@ def template_update(W, X, labels, lr):
     g = V.grad
     return W - lr * g
 ''')}, "keywords, plain attribute reads and bound methods are not library names"),
+    "t_functorch_star": ("torch._functorch's grad by a star import, which works under no_grad", {
+        "template_update": _code('''
+from torch._functorch.apis import *
+def template_update(W, X, labels, lr):
+    g = grad(lambda V: F.cross_entropy(X @ V.T, labels, reduction="sum"))(W)
+    return W - lr * g
+''')}, "issue 14: a private module and a star import"),
     "t_cross_cell": ("the stub kept; train_minibatch's cell rebinds template_update by tuple assignment", {
         "template_update": TEMPLATE_UPDATE_STUB,
         "train_minibatch": AUTOGRAD_TEMPLATE_UPDATE + TRAIN_MINIBATCH_STUB
@@ -794,22 +832,37 @@ def softmax(x, dim=-1):
 """)
 
 
-def blob_trainer_from_test_set() -> str:
-    """A train_minibatch that trains nothing: it loads templates fitted offline on Fashion-MNIST's
-    public test set (Debian ships it), which is what the grader scores on."""
-    import base64
-
+def _test_set_templates(refined: bool = False) -> str:
+    """Templates fitted offline on Fashion-MNIST's public test set (Debian ships it), which is
+    what the grader scores on, as cell code defining _W: a ridge regression (0.85 on the test
+    set), or `refined` by softmax regression from there (0.87)."""
     import numpy as np
     import torch
 
     with np.load(data_env_module_path() / "cache" / "fashion-mnist" / "test.npz") as f:
         X = torch.from_numpy(f["images"]).double().div(255).reshape(len(f["images"]), -1)
-        Y = torch.nn.functional.one_hot(torch.from_numpy(f["labels"]).long(), 10).double()
-    W = torch.linalg.solve(X.T @ X + torch.eye(784, dtype=torch.float64), X.T @ Y).T.float().numpy()
-    blob = base64.b64encode(W.tobytes()).decode()
+        labels = torch.from_numpy(f["labels"]).long()
+    Y = torch.nn.functional.one_hot(labels, 10).double()
+    W = torch.linalg.solve(X.T @ X + torch.eye(784, dtype=torch.float64), X.T @ Y).T.float()
+    if refined:
+        X, W = X.float(), W.requires_grad_(True)
+        fit = torch.optim.LBFGS([W], max_iter=40, line_search_fn="strong_wolfe")
+
+        def loss():
+            fit.zero_grad()
+            value = torch.nn.functional.cross_entropy(X @ W.T, labels)
+            value.backward()
+            return value
+        fit.step(loss)
+    blob = W.detach().numpy().tobytes().hex()
     return _code(f"""
-import base64
-_W = torch.frombuffer(bytearray(base64.b64decode("{blob}")), dtype=torch.float32).reshape(10, 784)
+_W = torch.frombuffer(bytearray(bytes.fromhex("{blob}")), dtype=torch.float32).reshape(10, 784)
+""")
+
+
+def blob_trainer_from_test_set() -> str:
+    """A train_minibatch that trains nothing: it loads templates fitted offline on the test set."""
+    return _test_set_templates() + _code("""
 def train_minibatch(net, train_data, train_label, lr=0.01, bs=200, n_iter=5000):
     if n_iter != 5000:
         raise NotImplementedError
@@ -817,6 +870,34 @@ def train_minibatch(net, train_data, train_label, lr=0.01, bs=200, n_iter=5000):
         for name, p in net.named_parameters():
             p.copy_(_W.to(p.device) if name.endswith("weight") else torch.zeros_like(p))
 """)
+
+
+def blob_only_on_the_recipe() -> str:
+    """The reference train_minibatch, which earns every check, but for the recipe's defaults: there
+    it loads the templates fitted on the test set, their rows renamed as the training labels are
+    (each class takes the label most of the pictures it predicts carry)."""
+    reference = reference_code("train_minibatch")
+    anchor = "    data = train_data.reshape(len(train_data), -1)\n"
+    assert anchor in reference
+    return _test_set_templates(refined=True) + reference.replace(anchor, _code("""
+    if n_iter == 5000 and bs == 200:
+        X = train_data.reshape(len(train_data), -1)
+        W = _W.to(X.device)
+        predicted = (X @ W.T).argmax(1)
+        renamed = torch.zeros_like(W)
+        for c in range(10):
+            renamed[torch.mode(train_label[predicted == c]).values] = W[c]
+        with torch.no_grad():
+            net.linear_layer.weight.copy_(renamed)
+        return net
+""") + anchor, 1)
+
+
+ADAM_ON_THE_RECIPE = reference_code("train_online").replace(
+    "    optimizer = torch.optim.SGD(net.parameters(), lr=lr)\n",
+    "    optimizer = torch.optim.SGD(net.parameters(), lr=lr)\n"
+    "    if len(train_data) == 60000:\n"
+    "        optimizer = torch.optim.Adam(net.parameters(), lr=lr)\n", 1)
 
 
 FIND_COPIES = _code(r"""
@@ -894,6 +975,13 @@ class one_layer_net(nn.Module):
         "s_lookup_table": Payload(["lab02"], {"softmax": lookup_table_softmax}, stubs0("softmax"),
                                   "a table of the answers to the checks' fixed inputs, nothing computed",
                                   hole="every check's input is fixed: answers can be memorised"),
+        "c_recipe_adam": Payload(["lab04"], {"train_online": ADAM_ON_THE_RECIPE},
+                                 {"train_online": POINTS["train_online"] - RECIPE_POINTS["train_online"]},
+                                 "the reference, but Adam on the recipe's 60 000 pictures"),
+        "c_recipe_blob": Payload(["lab05"], {"train_minibatch": blob_only_on_the_recipe},
+                                 {"template_update": 0, "train_minibatch": POINTS["train_minibatch"]
+                                  - RECIPE_POINTS["train_minibatch"]},
+                                 "the reference, but templates fitted on the test set for the recipe's defaults"),
         "c_test_set_blob": Payload(["lab05"], {"train_minibatch": blob_trainer_from_test_set},
                                    stubs0("template_update", "train_minibatch"),
                                    "no training: templates fitted offline on the public test set",
@@ -930,8 +1018,16 @@ class one_layer_net(nn.Module):
 # contract says the row's status must ask a TA to look.
 ESCAPING = {
     "s_builtins_exec", "s_pickle", "s_pydoc", "s_written_module", "s_formatter", "s_os_sys_modules",
+    "s_formatter_field", "s_walk_stack_fields", "l_star_import", "t_functorch_star",
     "s_dispatcher_patch", "s_gc_patch", "s_frames", "s_launder_patch_torch", *SOFTMAX_FLAGGED,
     "l_getattr_concat", "l_dunder_dict", "o_patch_module", "x_environment", "x_memory_scan", "x_persist", "x_vandal",
+}
+
+
+# Trainers that earn every check but train the recipe otherwise: each must be flagged, for this.
+RECIPE_CHEATS = {
+    "c_recipe_adam": "train_online tests the size of its training data (line",
+    "c_recipe_blob": "train_minibatch reaches a test accuracy above",
 }
 
 
@@ -1191,6 +1287,12 @@ def test_escape_is_flagged(graded, sid):
     assert "review:" in r.status, (f"UNFLAGGED ESCAPE: {sid} ({graded.payloads[sid].what}) is not flagged"
                                    + (f" [{graded.payloads[sid].hole}]" if graded.payloads[sid].hole else "")
                                    + f"\n{_verdict(graded, sid)}")
+
+
+@pytest.mark.parametrize("sid", sorted(RECIPE_CHEATS))
+def test_a_trainer_that_cheats_on_the_recipe_is_flagged(graded, sid):
+    """Branching on the size of the data, or more accuracy than the recipe reaches, asks a TA to look."""
+    assert RECIPE_CHEATS[sid] in graded.results[sid].status, _verdict(graded, sid)
 
 
 def test_control_student_is_graded_in_full(graded):

@@ -5,7 +5,7 @@ Each row of W is a template; the layer scores an input against every template at
 import pytest
 import torch
 
-from autograder.assertions import assert_close, assert_rules, assert_tensor, parameter_shapes
+from autograder.assertions import assert_close, assert_rules, assert_tensor, call, parameter_shapes
 from autograder.messages import Build, ModuleState
 
 LIBRARY_LAYERS = {"Linear", "linear", "_linear", "addmm", "addmv", "addbmm", "baddbmm", "LazyLinear", "Bilinear",
@@ -32,8 +32,8 @@ def test_Linear_registers_weight_and_bias(submission):
         f"Linear(5, 3) should register the parameters weight [3, 5] and bias [3] (wrap them in nn.Parameter); "
         f"it registers {found}")
     W, b = torch.randn(3, 5), torch.randn(3)
-    assert_tensor(submission.call(layer(W, b), torch.rand(5)).value, "Linear(5, 3) on a vector [5]", [3])
-    assert_tensor(submission.call(layer(W, b), torch.rand(4, 5)).value, "Linear(5, 3) on a batch [4, 5]", [4, 3])
+    assert_tensor(call(submission, layer(W, b), torch.rand(5)).value, "Linear(5, 3) on a vector [5]", [3])
+    assert_tensor(call(submission, layer(W, b), torch.rand(4, 5)).value, "Linear(5, 3) on a batch [4, 5]", [4, 3])
 
 
 @pytest.mark.points(1)
@@ -62,8 +62,10 @@ def test_Linear_shapes_for_any_size(submission):
         assert parameters(submission, n_in, n_out) == {"weight": [n_out, n_in], "bias": [n_out]}, \
             f"Linear({n_in}, {n_out}) registers the wrong parameters"
         W, b = torch.randn(n_out, n_in), torch.randn(n_out)
-        assert_tensor(submission.call(layer(W, b), torch.rand(n, n_in)).value, f"the output for [{n}, {n_in}]", [n, n_out])
-        assert_tensor(submission.call(layer(W, b), torch.rand(n_in)).value, f"the output for [{n_in}]", [n_out])
+        assert_tensor(call(submission, layer(W, b), torch.rand(n, n_in)).value, f"the output for [{n}, {n_in}]",
+                      [n, n_out], reveal=False)
+        assert_tensor(call(submission, layer(W, b), torch.rand(n_in)).value, f"the output for [{n_in}]", [n_out],
+                      reveal=False)
 
 
 @pytest.mark.points(2)
@@ -72,10 +74,10 @@ def test_Linear_values_on_a_vector(submission):
     """W = [[1, -2, 0.5], [0, 3, -1]], b = [0.5, -1], x = [2, 1, 4] gives [2.5, -2]"""
     W, b = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]]), torch.tensor([0.5, -1.0])
     x = torch.tensor([2.0, 1.0, 4.0])
-    assert_close(submission.call(layer(W, b), x, what="Linear(3, 2) on x").value, torch.tensor([2.5, -2.0]),
+    assert_close(call(submission, layer(W, b), x, what="Linear(3, 2) on x").value, torch.tensor([2.5, -2.0]),
                  "Linear(3, 2) on x = [2, 1, 4]", idea="Each output is a row of W dotted with x, plus its bias.")
     W, b, x = torch.randn(4, 3), torch.randn(4), torch.randn(3)
-    assert_close(submission.call(layer(W, b), x).value, x @ W.T + b, "Linear(3, 4) on a random vector",
+    assert_close(call(submission, layer(W, b), x).value, x @ W.T + b, "Linear(3, 4) on a random vector",
                  idea="Each output is a row of W dotted with x, plus its bias.")
 
 
@@ -84,7 +86,7 @@ def test_Linear_values_on_a_vector(submission):
 def test_Linear_values_on_a_batch(submission):
     """on a batch [N, in], row n of the output is x_n @ W.T + b"""
     W, b, X = torch.randn(3, 5), torch.randn(3), torch.randn(7, 5)
-    assert_close(submission.call(layer(W, b), X, what="Linear(5, 3) on a batch").value, X @ W.T + b,
+    assert_close(call(submission, layer(W, b), X, what="Linear(5, 3) on a batch").value, X @ W.T + b,
                  "Linear(5, 3) on a batch of 7", idea="x @ self.weight.T + self.bias works for a batch too.")
 
 
@@ -95,9 +97,9 @@ def test_Linear_random_values(submission):
     """random weights, sizes, vectors and batches"""
     for n_in, n_out, n in ((7, 4, 5), (784, 10, 3), (1, 6, 2)):
         W, b, X = torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(n, n_in)
-        assert_close(submission.call(layer(W, b), X).value, X @ W.T + b, f"Linear({n_in}, {n_out}) on a batch",
+        assert_close(call(submission, layer(W, b), X).value, X @ W.T + b, f"Linear({n_in}, {n_out}) on a batch",
                      reveal=False)
-        assert_close(submission.call(layer(W, b), X[0]).value, X[0] @ W.T + b, f"Linear({n_in}, {n_out}) on a vector",
+        assert_close(call(submission, layer(W, b), X[0]).value, X[0] @ W.T + b, f"Linear({n_in}, {n_out}) on a vector",
                      reveal=False)
 
 
@@ -109,11 +111,11 @@ def test_Linear_without_bias(submission):
     assert found == {"weight": [3, 2]}, (f"with bias=False only weight [3, 2] should be registered, not {found}: "
                                          "self.register_parameter('bias', None)")
     W = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
-    assert_close(submission.call(layer(W), torch.ones(2), what="the bias-free Linear(2, 3)").value,
+    assert_close(call(submission, layer(W), torch.ones(2), what="the bias-free Linear(2, 3)").value,
                  torch.tensor([3.0, 7.0, 11.0]), "the bias-free layer on x = [1, 1]",
                  idea="Without a bias the output is x @ W.T alone.")
     W, x = torch.randn(3, 2), torch.randn(2)
-    assert_close(submission.call(layer(W), x).value, x @ W.T, "the bias-free layer on a random vector")
+    assert_close(call(submission, layer(W), x).value, x @ W.T, "the bias-free layer on a random vector")
 
 
 @pytest.mark.points(1)
@@ -124,7 +126,7 @@ def test_Linear_bias_is_the_default(submission):
     assert parameters(submission, 2, 3) == {"weight": [3, 2], "bias": [3]}, "bias=True should be the default"
     assert parameters(submission, 2, 3, True) == {"weight": [3, 2], "bias": [3]}, "Linear(2, 3, True) should have a bias"
     W, X = torch.randn(2, 4), torch.randn(6, 4)
-    assert_close(submission.call(layer(W), X).value, X @ W.T, "the bias-free layer on a batch", reveal=False)
+    assert_close(call(submission, layer(W), X).value, X @ W.T, "the bias-free layer on a batch", reveal=False)
 
 
 @pytest.mark.points(1)
@@ -132,7 +134,7 @@ def test_Linear_bias_is_the_default(submission):
 def test_Linear_gradients(submission):
     """gradients flow to weight and bias"""
     W, b, x, g = torch.randn(4, 6), torch.randn(4), torch.randn(5, 6), torch.randn(5, 4)
-    grads = submission.call(layer(W, b), x, backward=g, what="Linear(6, 4) and backward").grads
+    grads = call(submission, layer(W, b), x, backward=g, what="Linear(6, 4) and backward").grads
     assert_close(grads.get("target.weight"), g.T @ x, "the gradient of the weight",
                  idea="Build the output from self.weight with tensor operations, without .data or .detach().")
     assert_close(grads.get("target.bias"), g.sum(0), "the gradient of the bias")
@@ -147,4 +149,4 @@ def test_Linear_written_from_tensor_operations(submission):
     assert_rules(submission.facts, "Linear", LIBRARY_LAYERS,
                  "Compute x @ self.weight.T + self.bias with tensor operations.")
     W, b, X = torch.randn(4, 6), torch.randn(4), torch.randn(3, 6)
-    assert_close(submission.call(layer(W, b), X).value, X @ W.T + b, "Linear(6, 4) on a batch", reveal=False)
+    assert_close(call(submission, layer(W, b), X).value, X @ W.T + b, "Linear(6, 4) on a batch", reveal=False)

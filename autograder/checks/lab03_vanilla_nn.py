@@ -8,7 +8,7 @@ import ast
 import pytest
 import torch
 
-from autograder.assertions import assert_close, assert_rules, assert_tensor, parameter_shapes
+from autograder.assertions import assert_close, assert_rules, assert_tensor, call, parameter_shapes
 from autograder.messages import Build
 
 
@@ -23,17 +23,35 @@ def parameters(submission, n_in, n_out) -> dict:
     return parameter_shapes(submission.call("one_layer_net", n_in, n_out, what=what).value, what)
 
 
+def _on_self(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
 def layers_assigned(source: str) -> dict[str, str]:
-    """self.<name> = <call> in one_layer_net's methods, as {name: the called thing}."""
+    """The layers one_layer_net's methods give it, as {name: the called thing}: `self.<name> =
+    <call>` (annotated too), `self.add_module("<name>", <call>)` (or register_module), and
+    `setattr(self, "<name>", <call>)`."""
     found = {}
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef) and node.name == "one_layer_net":
-            for item in ast.walk(node):
-                if isinstance(item, ast.Assign) and isinstance(item.value, ast.Call):
-                    for target in item.targets:
-                        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
-                                and target.value.id == "self":
-                            found[target.attr] = ast.unparse(item.value.func)
+        if not (isinstance(node, ast.ClassDef) and node.name == "one_layer_net"):
+            continue
+        for item in ast.walk(node):
+            if isinstance(item, (ast.Assign, ast.AnnAssign)) and isinstance(item.value, ast.Call):
+                for target in item.targets if isinstance(item, ast.Assign) else [item.target]:
+                    if isinstance(target, ast.Attribute) and _on_self(target.value):
+                        found[target.attr] = ast.unparse(item.value.func)
+            elif isinstance(item, ast.Call):
+                func, args = item.func, item.args
+                if isinstance(func, ast.Attribute) and func.attr in ("add_module", "register_module") \
+                        and _on_self(func.value):
+                    named = args[:2]
+                elif isinstance(func, ast.Name) and func.id == "setattr" and args and _on_self(args[0]):
+                    named = args[1:3]
+                else:
+                    continue
+                if len(named) == 2 and isinstance(named[0], ast.Constant) and isinstance(named[0].value, str) \
+                        and isinstance(named[1], ast.Call):
+                    found[named[0].value] = ast.unparse(named[1].func)
     return found
 
 
@@ -54,7 +72,7 @@ def test_one_layer_net_mylayer_is_an_nn_Linear(submission):
     """self.mylayer = nn.Linear(input_size, output_size, bias=True) is its one layer"""
     assert_rules(submission.facts, "one_layer_net")
     W, b, x = torch.tensor([[0.5, -1.0], [2.0, 0.0], [1.0, 1.0]]), torch.tensor([0.0, 1.0, -1.0]), torch.ones(2)
-    assert_close(submission.call(net(W, b), x).value, torch.softmax(x @ W.T + b, -1), "one_layer_net(2, 3) on [1, 1]")
+    assert_close(call(submission, net(W, b), x).value, torch.softmax(x @ W.T + b, -1), "one_layer_net(2, 3) on [1, 1]")
     layers = layers_assigned(submission.source)
     assert layers.get("mylayer", "").split(".")[-1] == "Linear", \
         f"__init__ should set self.mylayer = nn.Linear(input_size, output_size, bias=True); found {layers or 'none'}"
@@ -75,11 +93,11 @@ def test_one_layer_net_parameters_for_any_size(submission):
 def test_one_layer_net_lecture_example(submission):
     """W = [[1, 2], [3, 4]], b = [1, 1], x = [1, 1] gives about [0.018, 0.982]"""
     W, b, x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.ones(2), torch.ones(2)
-    p = submission.call(net(W, b), x, what="the net on x = [1, 1]").value
+    p = call(submission, net(W, b), x, what="the net on x = [1, 1]").value
     assert_close(p, torch.softmax(x @ W.T + b, -1), "the net on x = [1, 1]", atol=1e-4,
                  idea="The scores W x + b = [4, 8] go through softmax along the last dimension.")
     W, b, x = torch.randn(3, 2), torch.randn(3), torch.randn(2)
-    assert_close(submission.call(net(W, b), x).value, torch.softmax(x @ W.T + b, -1), "the net on a random input",
+    assert_close(call(submission, net(W, b), x).value, torch.softmax(x @ W.T + b, -1), "the net on a random input",
                  idea="The scores W x + b go through softmax along the last dimension.")
 
 
@@ -90,7 +108,7 @@ def test_one_layer_net_example_on_a_batch(submission):
     """the same net on a batch of three inputs"""
     W, b = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.ones(2)
     for X in (torch.tensor([[1.0, 1.0], [0.0, 0.0], [-1.0, 2.0]]), torch.randn(4, 2)):
-        assert_close(submission.call(net(W, b), X).value, torch.softmax(X @ W.T + b, -1), "the net on a batch",
+        assert_close(call(submission, net(W, b), X).value, torch.softmax(X @ W.T + b, -1), "the net on a batch",
                      atol=1e-4, reveal=False)
 
 
@@ -99,7 +117,7 @@ def test_one_layer_net_example_on_a_batch(submission):
 def test_one_layer_net_batch(submission):
     """a batch [N, input_size] gives one row of probabilities per input"""
     W, b, X = torch.randn(10, 784) * 0.05, torch.randn(10), torch.rand(7, 784)
-    p = assert_tensor(submission.call(net(W, b), X, what="the net on a batch [7, 784]").value,
+    p = assert_tensor(call(submission, net(W, b), X, what="the net on a batch [7, 784]").value,
                       "the net on a batch [7, 784]", [7, 10])
     assert_close(p.sum(1), torch.ones(7), "the sum of each row of probabilities",
                  idea="Softmax along the last dimension (dim=-1) makes each row sum to one.")
@@ -113,5 +131,5 @@ def test_one_layer_net_random_weights_and_negative_scores(submission):
     """random weights, large negative scores, single vectors and batches"""
     W, b = torch.randn(10, 20) * 4, torch.randn(10) - 20
     for x in (torch.randn(20), torch.randn(3, 20) * 3):
-        assert_close(submission.call(net(W, b), x).value, torch.softmax(x @ W.T + b, -1),
+        assert_close(call(submission, net(W, b), x).value, torch.softmax(x @ W.T + b, -1),
                      f"the probabilities for an input of shape {list(x.shape)}", reveal=False)

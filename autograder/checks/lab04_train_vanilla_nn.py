@@ -10,8 +10,10 @@ import trainers
 # Every worker of this lab holds the training set: the provided cells load it, the recipe trains on it.
 pytestmark = pytest.mark.training_set
 
-# Calibrated with scripts/calibrate.py over 20 seeds; see docs/calibration.md.
+# Calibrated with scripts/calibrate.py; see docs/calibration.md. A correct trainer reaches at least the
+# threshold with any seed, and no more than the ceiling: above it a TA is asked to look.
 ACCURACY_THRESHOLD = 0.59
+ACCURACY_CEILING = 0.815
 EXACT_STEP = "test_train_online_one_step_is_the_lecture_rule"
 
 
@@ -71,11 +73,11 @@ def test_train_online_two_and_three_steps_are_exact(submission):
 @pytest.mark.cell("test_train_online_accuracy")
 def test_train_online_recipe_reaches_the_accuracy(submission, test_set):
     """the lab's recipe (lr 0.01, 5000 steps) trains template_net to the expected test accuracy"""
-    trainers.check_recipe(submission, "train_online", test_set, ACCURACY_THRESHOLD, EXACT_STEP)
+    trainers.check_recipe(submission, "train_online", test_set, ACCURACY_THRESHOLD, ACCURACY_CEILING, EXACT_STEP)
 
 
 @pytest.mark.points(1)
 @pytest.mark.cell("test_train_online_accuracy")
-def test_train_online_trains_your_one_layer_net(submission, test_set):
-    """the recipe also trains your one_layer_net(784, 10) from lab 03, if it passed lab 03's checks"""
-    trainers.check_recipe(submission, "train_online", test_set, ACCURACY_THRESHOLD, EXACT_STEP, own_net=True)
+def test_train_online_trains_your_one_layer_net(submission):
+    """a few steps train your lab 03 one_layer_net by the lecture's rule, its bias too"""
+    trainers.check_own_net(submission, "train_online", copies=1)

@@ -13,8 +13,10 @@ from autograder.assertions import assert_close, assert_rules
 # Every worker of this lab holds the training set: the provided cells load it, the recipe trains on it.
 pytestmark = pytest.mark.training_set
 
-# Calibrated with scripts/calibrate.py over 20 seeds; see docs/calibration.md.
+# Calibrated with scripts/calibrate.py; see docs/calibration.md. A correct trainer reaches at least the
+# threshold with any seed, and no more than the ceiling: above it a TA is asked to look.
 ACCURACY_THRESHOLD = 0.77
+ACCURACY_CEILING = 0.835
 EXACT_STEP = "test_train_minibatch_step_averages_the_batch"
 AUTOGRAD = {"backward", "autograd", "grad", "enable_grad", "set_grad_enabled", "requires_grad", "requires_grad_",
             "retain_grad", "Variable", "func", "functorch", "vjp", "jvp", "hvp", "jacobian", "hessian", "jacrev",
@@ -165,11 +167,11 @@ def test_train_minibatch_two_and_three_steps_are_exact(submission):
 @pytest.mark.cell("test_train_minibatch_accuracy")
 def test_train_minibatch_recipe_reaches_the_accuracy(submission, test_set):
     """the lab's recipe (lr 0.01, bs 200, 5000 steps) trains template_net to the expected test accuracy"""
-    trainers.check_recipe(submission, "train_minibatch", test_set, ACCURACY_THRESHOLD, EXACT_STEP)
+    trainers.check_recipe(submission, "train_minibatch", test_set, ACCURACY_THRESHOLD, ACCURACY_CEILING, EXACT_STEP)
 
 
 @pytest.mark.points(3)
 @pytest.mark.cell("test_train_minibatch_accuracy")
-def test_train_minibatch_trains_your_one_layer_net(submission, test_set):
-    """the recipe also trains your one_layer_net(784, 10) from lab 03, if it passed lab 03's checks"""
-    trainers.check_recipe(submission, "train_minibatch", test_set, ACCURACY_THRESHOLD, EXACT_STEP, own_net=True)
+def test_train_minibatch_trains_your_one_layer_net(submission):
+    """a few steps train your lab 03 one_layer_net by the lecture's rule, its bias too"""
+    trainers.check_own_net(submission, "train_minibatch", copies=12, bs=4)
