@@ -17,7 +17,7 @@ from autograder.course import nbgrader_meta
 from autograder.grade import GRADEBOOK, Run, grade
 from autograder.gradebook import Gradebook
 from autograder.sandbox import Limits, choose_level
-from conftest import ROOT, code, reference_code, unit_cell, write_student
+from conftest import ROOT, code, reference_code, unit_cell, without_student_code, write_student
 
 FULL = {"Linear": 15, "softmax": 15, "one_layer_net": 15, "train_online": 15, "template_update": 15,
         "train_minibatch": 25}
@@ -189,9 +189,10 @@ def test_a_flagged_unit_says_review_in_its_status(graded):
 def test_grades_csv_has_one_row_per_student_with_the_spec_columns(graded):
     results, out, _ = graded
     lines = (out / "grades.csv").read_text().splitlines()
-    assert lines[0] == "student,Linear,softmax,one_layer_net,train_online,template_update,train_minibatch,total,max_total,status"
+    assert lines[0] == ("student,Linear,softmax,one_layer_net,train_online,template_update,train_minibatch,total,"
+                        "max_total,late_days,late_penalty,status")
     assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(results)
-    assert "reference,15,15,15,15,15,25,100,100,ok" in lines
+    assert "reference,15,15,15,15,15,25,100,100,0,0,ok" in lines
 
 
 def test_results_json_is_gradescope_format_and_hides_hidden_checks(graded):
@@ -217,7 +218,7 @@ def test_no_output_file_carries_a_hidden_check_or_a_solution(graded):
                  if len(line.strip()) > 25 and line.strip() not in public]
     for path in out.rglob("*"):
         if path.suffix in (".json", ".html", ".csv"):
-            text = path.read_text()
+            text = without_student_code(path.read_text())
             assert "def test_" not in text and "pytest.mark" not in text, path
             assert not [s for s in solutions if s in text and "reference" not in path.parts], path
 

@@ -40,7 +40,7 @@ import pytest
 
 from autograder.grade import GradingError, Run, grade, protected_paths
 from autograder.sandbox import Limits, choose_level
-from conftest import reference_code, write_student
+from conftest import reference_code, without_student_code, write_student
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVEL = os.environ.get("AUTOGRADER_PAYLOAD_LEVEL", "auto")
@@ -1212,7 +1212,8 @@ def output_texts(out: Path) -> dict[str, str]:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
                 parts = []
-                for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                # Not the sources table: the students' own code, kept as graded.
+                for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sources'"):
                     for row in db.execute(f"SELECT * FROM {table}"):
                         parts += [str(v) for v in row if isinstance(v, str)]
                 texts[name] = "\n".join(parts)
@@ -1238,6 +1239,7 @@ def output_texts(out: Path) -> dict[str, str]:
             except ValueError:
                 pass
         elif path.suffix == ".html":
+            raw = without_student_code(raw)
             raw = raw + "\n" + html.unescape(raw)
         texts[name] = raw
     return texts
