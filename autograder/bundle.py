@@ -64,8 +64,10 @@ mkdir -p "$root/results"
 chmod 700 "$root/results" "$out"
 metadata=()
 [ -f "$root/submission_metadata.json" ] && metadata=(--gradescope-metadata "$root/submission_metadata.json")
-# A worker may use 1 GiB (the reference needs far less), so that a student's memory hog is stopped
-# by the grader with a message before the container's own limit kills the whole run.
+# A worker may hold 1 GiB: where the grader cannot make a cgroup (Gradescope's container), that is
+# its resident memory, what it shares with the warm server included (a reference worker holds at
+# most 0.5 GB so). A student's memory hog is then stopped by the grader with a message before the
+# container's own limit (2 GB, see the README) kills the whole run.
 "$python" -m autograder --course "$root/source" grade "$root/submission" --as student --out "$out" \\
     --memory-gib 1 --require-artifacts "${metadata[@]}" LAB_OPTION 2>&1
 status=$?

@@ -505,7 +505,8 @@ def parser() -> argparse.ArgumentParser:
                        "unzipped folder) to run `autograder check` on their notebooks: this package, course.toml, "
                        "the released exercises and the checks with every hidden check cut out. No source notebook, "
                        "no solution, no hidden check goes in. Needs release/ in sync with source/.")
-    p.add_argument("--out", type=Path, default=Path("kit.zip"), metavar="FILE.zip")
+    p.add_argument("--out", type=Path, default=Path("kit.zip"), metavar="FILE.zip",
+                   help="where to write it (default kit.zip)")
     p.set_defaults(run=cmd_kit)
     return top
 

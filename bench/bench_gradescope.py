@@ -6,7 +6,10 @@ builds and runs the image, exactly as tests/test_deploy.py does.
 
 Peak memory is the largest sum, sampled every 50 ms, of the proportional set size (PSS: shared
 pages split between their users) of every process of the run: the grader, its pytest process,
-the warm server and the workers. One image serves every lab: per-lab bundles of a course differ
+the warm server and the workers; what the container's memory setting must hold. The largest
+worker is the most resident memory (RSS, the pages it shares with the server included) the
+processes of one worker held at once: what the grader compares with run_autograder's
+--memory-gib where it cannot make a cgroup (as on Gradescope). One image serves every lab: per-lab bundles of a course differ
 only in run_autograder, which each run puts in place. Needs root, debootstrap and capsh.
 
     python bench/bench_gradescope.py [--lab NAME ...] [--cpus 1 0.5]
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from autograder.bundle import bundle  # noqa: E402
+from autograder.confine import UID_BASE  # noqa: E402
 from autograder.course import find_course  # noqa: E402
 from gradescope_image import build, cpu_quota, results  # noqa: E402
 
@@ -41,9 +45,9 @@ def pss(pid: int) -> int:
         return 0
 
 
-def tree(root: int) -> list[int]:
-    """`root` and its descendants, and every worker process (uid >= 200000 at the "uid" level)."""
-    parent, workers = {}, []
+def processes() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent, uid, resident bytes) of every process."""
+    found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -51,27 +55,42 @@ def tree(root: int) -> list[int]:
             except OSError:
                 continue
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            parent[int(entry)] = int(fields["PPid"])
-            if int(fields["Uid"].split()[0]) >= 200_000:
-                workers.append(int(entry))
-    found, todo = set(workers), [root]
+            rss = int(fields["VmRSS"].split()[0]) * 1024 if "VmRSS" in fields else 0
+            found[int(entry)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]), rss)
+    return found
+
+
+def tree(root: int, table: dict[int, tuple[int, int, int]]) -> list[int]:
+    """`root` and its descendants: the run's PID namespace holds every process of the run, and
+    what leaves its parent is adopted inside it."""
+    found, todo = set(), [root] if root in table else []
     while todo:
         pid = todo.pop()
         found.add(pid)
-        todo += [child for child, p in parent.items() if p == pid and child not in found]
+        todo += [child for child, (p, _, _) in table.items() if p == pid and child not in found]
     return sorted(found)
 
 
-def measure(image, submission: dict[str, bytes], run_autograder: str, cpus: float) -> tuple[float, int, dict | None]:
+def measure(image, submission: dict[str, bytes], run_autograder: str, cpus: float) -> tuple[float, int, int, dict]:
+    """(seconds, peak PSS of the run, peak RSS of its largest worker, results.json)."""
     with cpu_quota(cpus) as procs:
         started = time.perf_counter()
         proc, upper = image.start(submission, run_autograder=run_autograder, cgroup_procs=procs,
                                   env={"AUTOGRADER_SANDBOX": "uid"}, output=subprocess.DEVNULL)
-        peak, stop = [0], threading.Event()
+        peak, worker, stop = [0], [0], threading.Event()
 
         def sample():
             while not stop.wait(0.05):
-                peak[0] = max(peak[0], sum(pss(pid) for pid in tree(proc.pid)))
+                table = processes()
+                pids = tree(proc.pid, table)
+                peak[0] = max(peak[0], sum(pss(pid) for pid in pids))
+                # What the grader compares with --memory-gib where it has no cgroup (Gradescope):
+                # the resident memory of a worker's processes, the pages it shares with the server too.
+                by_uid = {}
+                for pid in pids:
+                    if table[pid][1] >= UID_BASE:
+                        by_uid[table[pid][1]] = by_uid.get(table[pid][1], 0) + table[pid][2]
+                worker[0] = max([worker[0], *by_uid.values()])
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         proc.wait()
@@ -80,7 +99,7 @@ def measure(image, submission: dict[str, bytes], run_autograder: str, cpus: floa
         sampler.join()
     found = results(upper)
     image.discard(upper)
-    return seconds, peak[0], found
+    return seconds, peak[0], worker[0], found
 
 
 def main() -> int:
@@ -94,8 +113,8 @@ def main() -> int:
         zips = {name: bundle(course, Path(tmp) / f"{name}.zip", name) for name in labs}
         image = build(Path(tmp) / "image", zips[labs[0]], CACHE)
         print(f"image built by setup.sh in {image.build_seconds:.0f} s; its venv: {image.venv_bytes() / 2**20:.0f} MiB\n")
-        print("| lab | points | CPUs | seconds | peak memory (MiB, PSS) |")
-        print("|---|---|---|---|---|")
+        print("| lab | points | CPUs | seconds | peak memory (MiB, PSS) | largest worker (MiB, RSS) |")
+        print("|---|---|---|---|---|---|")
         for name in labs:
             lab = course.lab(name)
             with zipfile.ZipFile(zips[name]) as z:
@@ -103,9 +122,10 @@ def main() -> int:
             submission = {f"{name}/{lab.exercise.name}": lab.exercise.read_bytes()}
             points = sum(lab.test_cells().values())
             for cpus in args.cpus:
-                seconds, peak, found = measure(image, submission, run_autograder, cpus)
+                seconds, peak, worker, found = measure(image, submission, run_autograder, cpus)
                 assert found is not None and found["score"] == points, f"{name}: {found}"
-                print(f"| {name} | {points:g} | {cpus:g} | {seconds:.1f} | {peak / 2**20:.0f} |", flush=True)
+                print(f"| {name} | {points:g} | {cpus:g} | {seconds:.1f} | {peak / 2**20:.0f} | {worker / 2**20:.0f} |",
+                      flush=True)
     return 0
 
 

@@ -7,16 +7,18 @@ of that image runs /autograder/run_autograder as root without CAP_SYS_ADMIN. Her
 a minimal Debian root made by debootstrap (made once and kept as a tarball, as Gradescope keeps its
 base image: it is not ours to test), the bundle's own setup.sh builds the image in a chroot of a
 copy of it, and each run is a chroot of an overlay of the built image (nothing a run writes is seen
-by the next), entered with capsh --drop=cap_sys_admin, /proc, /dev and a read-only /sys mounted.
+by the next) in mount and PID namespaces of its own, entered with capsh --drop=cap_sys_admin,
+/proc, /dev and a read-only /sys mounted.
 
 The network is emulated, not part of setup.sh: this machine reaches Debian's mirror, but PyPI and
 PyTorch's CPU index only as local folders. The root sees them read-only; PIP_INDEX_URL names the
-local PyPI, and AUTOGRADER_TORCH_INDEX (setup.sh's default: PyPI's neighbour download.pytorch.org)
-a PEP 503 index made here of the local CPU build of torch. Needs root, debootstrap, capsh, unshare.
+local PyPI, and AUTOGRADER_TORCH_INDEX (setup.sh's default, https://download.pytorch.org/whl/cpu,
+is out of reach here) a PEP 503 index made here of the local CPU build of torch. Needs root, debootstrap, capsh, unshare.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -85,16 +87,21 @@ def _env(values: dict[str, str]) -> list[str]:
 
 
 def _chroot(root: Path, mounts: list[str], command: str, cwd: str, env: dict[str, str], drop_sys_admin: bool) -> list[str]:
-    """`command` run by bash in `root`, in a mount namespace of its own: /proc, /dev, a read-only
-    /sys (no cgroup tree, as in a container without CAP_SYS_ADMIN), and `mounts` (shell lines run
-    first), then chroot, with CAP_SYS_ADMIN dropped from the bounding set if asked."""
+    """`command` run by bash in `root`, in mount and PID namespaces of its own (as a container:
+    it sees and signals its own processes only, whatever uids others use): /proc, /dev with a
+    /dev/shm of its own, a read-only /sys (no cgroup tree, as in a container without
+    CAP_SYS_ADMIN) and `mounts` (shell lines run first), then chroot, with CAP_SYS_ADMIN dropped
+    from the bounding set if asked."""
     inside = ["chroot", str(root), *_env(env), "/bin/bash", "-c", f"cd {shlex.quote(cwd)} && {command}"]
     enter = shlex.join(["capsh", "--drop=cap_sys_admin", "--", "-c", f"exec {shlex.join(inside)}"]
                        if drop_sys_admin else inside)
     at = shlex.quote(str(root))
+    # The namespace's init stays this shell, not the command (no PID 1 signal semantics for it).
     script = "\n".join(["set -e", *mounts, f"mount -t proc proc {at}/proc", f"mount --rbind /dev {at}/dev",
-                        f"mount -t sysfs -o ro sysfs {at}/sys", f"exec {enter}"])
-    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/bash", "-c", script]
+                        f"mount -t tmpfs -o nosuid,nodev,size=64m shm {at}/dev/shm",  # Docker's: its own, 64 MB
+                        f"mount -t sysfs -o ro sysfs {at}/sys", "status=0", f"{enter} || status=$?", "exit $status"])
+    return ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--",
+            "/bin/bash", "-c", script]
 
 
 def _bind_ro(source: Path, root: Path, target: str) -> str:
@@ -121,8 +128,8 @@ class Image:
         return self.folder / "root"
 
     def venv_bytes(self) -> int:
-        done = subprocess.run(["du", "-sb", str(self.root / "autograder/venv")], capture_output=True, text=True,
-                              check=True)
+        done = subprocess.run(["du", "-s", "--block-size=1", str(self.root / "autograder/venv")],
+                              capture_output=True, text=True, check=True)
         return int(done.stdout.split()[0])
 
     def start(self, submission: dict[str, bytes], cwd: str = "/autograder", env: dict[str, str] | None = None,
@@ -155,13 +162,17 @@ class Image:
         command = (f"{before} && " if before else "") + "exec /autograder/run_autograder"
         proc = subprocess.Popen(_chroot(merged, mounts, command, cwd, env or {}, drop_sys_admin=True),
                                 stdout=output, stderr=subprocess.STDOUT if output is subprocess.PIPE else output,
-                                text=True)
+                                text=True, start_new_session=True)
         return proc, upper
 
     def run(self, submission: dict[str, bytes], timeout: float = 600, **options) -> Run:
         started = time.monotonic()
         proc, upper = self.start(submission, **options)
-        log, _ = proc.communicate(timeout=timeout)
+        try:
+            log, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         return Run(proc.returncode, log, time.monotonic() - started, results(upper), upper)
 
     def discard(self, upper: Path) -> None:
@@ -169,8 +180,6 @@ class Image:
 
 
 def results(upper: Path) -> dict | None:
-    import json
-
     path = upper / "autograder" / "results" / "results.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
