@@ -6,9 +6,10 @@ builds everything a run needs once: a venv holding only what grading imports, wi
 build ($AUTOGRADER_TORCH_INDEX names another index), the data (the distribution's package, else a
 download), the reference artifacts (each check's CPU cost and the reference's pictures; grading
 them also warms every cache), compiled bytecode, and lays the course and the data out readable by
-root only (a worker at the "uid" level has a uid of its own). run_autograder grades /autograder/submission as one student, whatever its layout, with the
-very same checks, prints the grader's log, and copies the student's results.json. The zip is
-reproducible: fixed order and timestamps.
+root only (a worker at the "uid" level has a uid of its own). run_autograder grades
+/autograder/submission as one student, whatever its layout, with the very same checks, prints the
+grader's log, and copies the student's results.json. The zip is reproducible: fixed order and
+timestamps.
 """
 from __future__ import annotations
 

@@ -5,11 +5,11 @@ and with half a CPU (a CFS quota, as Gradescope's CPU setting is). tests/gradesc
 builds and runs the image, exactly as tests/test_deploy.py does.
 
 Peak memory is the largest sum, sampled every 50 ms, of the proportional set size (PSS: shared
-pages split between their users) of every process of the run: the grader, its pytest process,
-the warm server and the workers; what the container's memory setting must hold. The largest
-worker is the most resident memory (RSS, the pages it shares with the server included) the
-processes of one worker held at once: what the grader compares with run_autograder's
---memory-gib where it cannot make a cgroup (as on Gradescope). One image serves every lab: per-lab bundles of a course differ
+pages split between their users) of every process of the run: the grader, its pytest process, the
+warm server and the workers; what the container's memory setting must hold. The largest worker is
+the most resident memory (RSS, the pages it shares with the server included) the processes of one
+worker held at once: what the grader compares with run_autograder's --memory-gib where it cannot
+make a cgroup (as on Gradescope). One image serves every lab: per-lab bundles of a course differ
 only in run_autograder, which each run puts in place. Needs root, debootstrap and capsh.
 
     python bench/bench_gradescope.py [--lab NAME ...] [--cpus 1 0.5]
@@ -112,7 +112,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-gradescope-") as tmp:
         zips = {name: bundle(course, Path(tmp) / f"{name}.zip", name) for name in labs}
         image = build(Path(tmp) / "image", zips[labs[0]], CACHE)
-        print(f"image built by setup.sh in {image.build_seconds:.0f} s; its venv: {image.venv_bytes() / 2**20:.0f} MiB\n")
+        venv = image.venv_bytes() / 2**20
+        print(f"image built by setup.sh in {image.build_seconds:.0f} s; its venv: {venv:.0f} MiB (du)\n")
         print("| lab | points | CPUs | seconds | peak memory (MiB, PSS) | largest worker (MiB, RSS) |")
         print("|---|---|---|---|---|---|")
         for name in labs:

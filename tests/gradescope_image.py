@@ -13,7 +13,8 @@ by the next) in mount and PID namespaces of its own, entered with capsh --drop=c
 The network is emulated, not part of setup.sh: this machine reaches Debian's mirror, but PyPI and
 PyTorch's CPU index only as local folders. The root sees them read-only; PIP_INDEX_URL names the
 local PyPI, and AUTOGRADER_TORCH_INDEX (setup.sh's default, https://download.pytorch.org/whl/cpu,
-is out of reach here) a PEP 503 index made here of the local CPU build of torch. Needs root, debootstrap, capsh, unshare.
+is out of reach here) a PEP 503 index made here of the local CPU build of torch. Needs root,
+debootstrap, capsh, unshare.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import threading
 import time
 import urllib.parse
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def cpu_torch_wheel() -> Path:
     return found[-1]
 
 
-def base_image(cache: Path, run=subprocess.run) -> Path:
+def base_image(cache: Path, run: Callable[..., object] = subprocess.run) -> Path:
     """A tarball of a minimal Debian root (debootstrap --variant=minbase), made once; `run` runs
     each command (check=True)."""
     tarball = cache / f"debian-{SUITE}-minbase.tar"
@@ -86,7 +88,8 @@ def _env(values: dict[str, str]) -> list[str]:
             *(f"{k}={v}" for k, v in values.items())]
 
 
-def _chroot(root: Path, mounts: list[str], command: str, cwd: str, env: dict[str, str], drop_sys_admin: bool) -> list[str]:
+def _chroot(root: Path, mounts: list[str], command: str, cwd: str, env: dict[str, str],
+            drop_sys_admin: bool) -> list[str]:
     """`command` run by bash in `root`, in mount and PID namespaces of its own (as a container:
     it sees and signals its own processes only, whatever uids others use): /proc, /dev with a
     /dev/shm of its own, a read-only /sys (no cgroup tree, as in a container without
@@ -134,7 +137,7 @@ class Image:
 
     def start(self, submission: dict[str, bytes], cwd: str = "/autograder", env: dict[str, str] | None = None,
               before: str = "", metadata: str | None = None, run_autograder: str | None = None,
-              cgroup_procs: str | None = None, output=subprocess.PIPE) -> tuple[subprocess.Popen, Path]:
+              cgroup_procs: str | None = None, output: int = subprocess.PIPE) -> tuple[subprocess.Popen, Path]:
         """Start /autograder/run_autograder in a fresh container of the image with `submission`
         (relative path -> bytes) in /autograder/submission, `metadata` as submission_metadata.json,
         another bundle's `run_autograder` in place of the image's (bundles of the same course differ
@@ -270,7 +273,7 @@ def build(folder: Path, bundle: Path, cache: Path, timeout: float = 1800) -> Ima
 
 
 @contextlib.contextmanager
-def cpu_quota(cpus: float):
+def cpu_quota(cpus: float) -> Iterator[str]:
     """A cgroup allowing `cpus` CPUs (a CFS quota, as `docker run --cpus` sets); yields the file a
     process writes its pid to to join it. cgroup v1's cpu controller, else v2's cpu.max."""
     period = 100_000
