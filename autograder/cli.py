@@ -335,6 +335,13 @@ def cmd_bundle(args: argparse.Namespace, course: Course) -> int:
     return 0
 
 
+def cmd_kit(args: argparse.Namespace, course: Course) -> int:
+    from .kit import kit
+
+    print(f"wrote {kit(course, args.out)}: students `pip install` it, then run `autograder check NOTEBOOK`")
+    return 0
+
+
 def _sandbox_options(p: argparse.ArgumentParser, grading: bool = True) -> None:
     p.add_argument("--sandbox", choices=["auto", "namespaces", "uid"], default=os.environ.get("AUTOGRADER_SANDBOX", "auto"),
                    help="how student code is isolated: namespaces (root, or any user with unprivileged user "
@@ -528,6 +535,15 @@ def parser() -> argparse.ArgumentParser:
                    help="results.json carries Gradescope's leaderboard entry: the test accuracy the training labs' "
                         "recipe reached")
     p.set_defaults(run=cmd_bundle)
+
+    p = sub.add_parser("kit", help="make the students' self-check kit (public checks only)",
+                       description="Write a zip that students install with `pip install FILE.zip` (or from its "
+                       "unzipped folder) to run `autograder check` on their notebooks: this package, course.toml, "
+                       "the released exercises and the checks with every hidden check cut out. No source notebook, "
+                       "no solution, no hidden check goes in. Needs release/ in sync with source/.")
+    p.add_argument("--out", type=Path, default=Path("kit.zip"), metavar="FILE.zip",
+                   help="where to write it (default kit.zip)")
+    p.set_defaults(run=cmd_kit)
     return top
 
 
