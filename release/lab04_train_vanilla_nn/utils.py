@@ -128,7 +128,11 @@ def download(name: str, cache: Path | None = None) -> Path:
     """Fetch the dataset with torchvision and convert it into the cache."""
     _check_name(name)
     cache = cache or cache_dir()
-    import torchvision
+    try:
+        import torchvision
+    except ImportError:
+        raise DatasetError(f"{name}: a download needs torchvision (pip install torchvision); "
+                           f"or {_fix_hint(name)}") from None
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}[name]
     try:
