@@ -511,8 +511,11 @@ def fork_worker(settings: Settings, uid: int, run, keep: tuple[int, ...] = (), o
             try:
                 # Where the grader has no cgroup of its own (a Gradescope container), the kernel's
                 # out-of-memory killer must choose a worker, never the grader.
-                with open("/proc/self/oom_score_adj", "w") as f:
-                    f.write("1000")
+                try:
+                    with open("/proc/self/oom_score_adj", "w") as f:
+                        f.write("1000")
+                except OSError:
+                    pass  # a proc that cannot be written to: the grader's own limits still hold
                 for procs in cgroup:  # before anything else, so that everything it does is counted
                     with open(procs, "w") as f:
                         f.write("0")
