@@ -110,7 +110,11 @@ def overridden(semester, tmp_path_factory):
     after_bob = {"rows": rows(out), "files": snapshot(out), "graded_at": graded_at(out)}
     autograder(course, "grade", str(submitted), "--out", str(out), "--device", "cpu", "-q")
     after_all = {"rows": rows(out), "files": snapshot(out), "graded_at": graded_at(out)}
-    return {"out": out, "said": said, "override": after_override, "bob": after_bob, "all": after_all}
+    autograder(course, "grade", str(submitted), "--out", str(out), "--regrade", "--student", "flagged", "--lab",
+               "lab02_softmax", "--device", "cpu", "-q")
+    after_one_lab = {"rows": rows(out), "graded_at": graded_at(out)}
+    return {"out": out, "said": said, "override": after_override, "bob": after_bob, "all": after_all,
+            "one_lab": after_one_lab}
 
 
 def test_the_class_is_graded_on_both_labs(semester):
@@ -187,8 +191,14 @@ def test_a_one_student_regrade_leaves_every_other_row_byte_equal(overridden, sem
     assert {s for key, t in after["graded_at"].items() if t != first[key] for s in key[:1]} == {"bob"}
 
 
+def test_a_regrade_of_one_students_lab_regrades_that_alone(overridden):
+    before, after = overridden["all"]["graded_at"], overridden["one_lab"]["graded_at"]
+    assert {key for key in after if after[key] != before[key]} == {("flagged", "lab02_softmax")}
+    assert overridden["one_lab"]["rows"] == overridden["all"]["rows"]
+
+
 def test_overrides_survive_a_regrade_of_another_student_and_a_full_rerun(overridden):
-    for stage in ("bob", "all"):
+    for stage in ("bob", "all", "one_lab"):
         row = overridden[stage]["rows"]["flagged"]
         assert row["softmax"] == "15" and "overridden: softmax 13 -> 15" in row["status"], stage
     assert overridden["all"]["graded_at"] == overridden["bob"]["graded_at"], "a rerun of unchanged work grades nothing"
