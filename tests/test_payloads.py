@@ -1331,8 +1331,10 @@ def test_nothing_outlives_the_grading(graded):
     changed = sorted(k for k in set(graded.files_after) | set(graded.files_later)
                      if graded.files_after.get(k) != graded.files_later.get(k))
     assert not changed, f"changed after grading: {changed}"
-    written = [k for k, v in graded.files_later.items()
-               if VANDAL in k or (not k.startswith("class/") and VANDAL.encode() in v)]
+    # The vandal's own source names what it wanted to write: the gradebook keeps it, summary.html
+    # shows it to a TA; output_texts reads past both.
+    written = [k for k in graded.files_later if VANDAL in k]
+    written += [k for k, text in output_texts(graded.out).items() if VANDAL in text]
     assert not written, f"a worker wrote into the output or the submissions: {written}"
 
 

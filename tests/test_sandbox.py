@@ -93,7 +93,8 @@ PERSIST_WRITE = code("""
         pass
     """) + SOFTMAX
 PERSIST_READ = honest_softmax_if("_seen()", """
-    import ctypes, glob, os, time
+    import ctypes, functools, glob, os, time
+    @functools.lru_cache(maxsize=None)  # once a worker: its lab's time budget is the reference's
     def _seen():
         for _ in range(30):  # the writer may be graded at the same time, in the other job
             if any(glob.glob(p) for p in ("/tmp/left-by-a", "/var/tmp/left-by-a", "/dev/shm/left-by-a",
@@ -371,6 +372,18 @@ def score(graded, student: str, unit: str) -> float:
     return float(value) if value else 0.0
 
 
+def behaves(graded, student: str, unit: str) -> bool:
+    """Whether every check of `unit` but its rule checks passed: an attack that imports what the
+    course does not allow fails those and is flagged, but gains only if its unit still works."""
+    db = sqlite3.connect(graded["out"] / "gradebook.sqlite")
+    try:
+        passed, count = db.execute("SELECT SUM(passed), COUNT(*) FROM checks WHERE student = ? AND unit = ? "
+                                   "AND rule = 0", (student, unit)).fetchone()
+    finally:
+        db.close()
+    return count > 0 and passed == count
+
+
 def messages(graded, student: str) -> str:
     data = json.loads((graded["out"] / student / "results.json").read_text())
     return " | ".join(t["output"] for t in data["tests"] if t["status"] == "failed")
@@ -391,23 +404,24 @@ def test_reference_gets_full_marks(graded):
 def test_printing_plotting_and_progress_bars_cost_nothing(graded):
     assert score(graded, "honest_printer", "softmax") == 15, messages(graded, "honest_printer")
     assert score(graded, "honest_printer", "train_online") == 15, messages(graded, "honest_printer")
+    assert "review" not in graded["rows"]["honest_printer"]["status"]
 
 
 def test_a_worker_reads_nothing_of_the_course_the_data_the_output_or_other_students(graded):
-    assert score(graded, "thief", "softmax") == 15, messages(graded, "thief")
+    assert behaves(graded, "thief", "softmax"), messages(graded, "thief")
 
 
 def test_a_worker_writes_nothing_of_the_grader(graded):
-    assert score(graded, "forger", "softmax") == 15, messages(graded, "forger")
+    assert behaves(graded, "forger", "softmax"), messages(graded, "forger")
     assert "FORGED" not in (ROOT / "course.toml").read_text()
     for path in graded["out"].rglob("*"):
         assert not path.is_file() or b"FORGED" not in path.read_bytes(), path
 
 
 def test_nothing_a_student_leaves_reaches_another(graded):
-    # Both reach for SysV shared memory through ctypes, which also fails their rule check (2 points).
+    # Both reach for SysV shared memory through ctypes, which also fails their rule checks.
     for student in ("persist_a_writer", "persist_b_reader"):
-        assert score(graded, student, "softmax") == 13, messages(graded, student)
+        assert behaves(graded, student, "softmax"), messages(graded, student)
         assert "review: softmax uses import ctypes" in graded["rows"][student]["status"]
     leftovers = [p for p in ("/tmp/left-by-a", "/var/tmp/left-by-a", "/dev/shm/left-by-a", "/run/lock/left-by-a")
                  if os.path.exists(p)]
@@ -415,7 +429,7 @@ def test_nothing_a_student_leaves_reaches_another(graded):
 
 
 def test_no_network(graded, listener):
-    assert score(graded, "network", "softmax") == 15, messages(graded, "network")
+    assert behaves(graded, "network", "softmax"), messages(graded, "network")
     with pytest.raises(BlockingIOError):
         listener.accept()
 
@@ -423,7 +437,7 @@ def test_no_network(graded, listener):
 def test_killing_everything_it_can_harms_no_one_else(graded):
     # Whether the killer survives its own kill(-1) depends on the level; no one else is harmed.
     assert graded["rows"]["reference"]["total"] == "100"
-    assert score(graded, "daemon", "softmax") == 15
+    assert behaves(graded, "daemon", "softmax"), messages(graded, "daemon")
 
 
 def test_a_daemon_does_not_outlive_its_worker(graded):
@@ -434,7 +448,7 @@ def test_a_daemon_does_not_outlive_its_worker(graded):
 
 
 def test_a_planted_module_never_runs(graded):
-    assert score(graded, "planter", "softmax") == 15, messages(graded, "planter")
+    assert behaves(graded, "planter", "softmax"), messages(graded, "planter")
     for path in graded["out"].rglob("*"):
         assert not path.is_file() or b"PLANTED" not in path.read_bytes(), path
 
@@ -487,7 +501,7 @@ def test_a_gigabyte_written_to_disk_is_stopped_at_the_scratch_limit(graded):
 
 
 def test_no_worker_finds_the_runs_secret_or_its_class_order(graded):
-    assert score(graded, "secret_seeker", "softmax") == 15, messages(graded, "secret_seeker")
+    assert behaves(graded, "secret_seeker", "softmax"), messages(graded, "secret_seeker")
     results = (graded["out"] / "secret_seeker" / "results.json").read_text()
     assert "class order" not in results and "blind" not in results
 
