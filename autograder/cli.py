@@ -160,7 +160,8 @@ def _run(args: argparse.Namespace, course: Course, paths: list[Path], out: Path,
     for lab in args.lab or ():
         course.lab(lab)  # an unknown lab is a one-line error, before anything starts
     limits = Limits(memory_bytes=int(args.memory_gib * 2**30), min_wall_seconds=args.min_wall,
-                    cpu_factor=args.cpu_factor, lab_factor=args.lab_factor, lab_margin_seconds=args.lab_margin)
+                    cpu_factor=args.cpu_factor, min_cpu_seconds=args.min_cpu, lab_factor=args.lab_factor,
+                    lab_margin_seconds=args.lab_margin)
     if artifacts.load(course) is None:
         fix = "run `autograder release --artifacts-only` once"
         if getattr(args, "require_artifacts", False):
@@ -361,7 +362,9 @@ def _sandbox_options(p: argparse.ArgumentParser, grading: bool = True) -> None:
                        help="memory per worker (default 4)")
         p.add_argument("--cpu-factor", type=_positive(float), default=20, metavar="F",
                        help="CPU seconds a check may use, as a multiple of what the reference solution needed "
-                            "(default 20; at least 10 s)")
+                            "(default 20; at least --min-cpu)")
+        p.add_argument("--min-cpu", type=_positive(float), default=10, metavar="S",
+                       help="CPU seconds a check may use, at least (default 10)")
         p.add_argument("--min-wall", type=_positive(float), default=60, metavar="S",
                        help="wall-clock backstop per check, at least (default 60 s; 3 times the CPU limit when more)")
         p.add_argument("--lab-factor", type=_positive(float), default=10, metavar="F",

@@ -28,8 +28,10 @@ class CellOutcome:
         return f"cell {self.index}" + (f" ({self.grade_id})" if self.grade_id else "")
 
 
-def execute(path: Path, timeout: int = 900, nb: nbformat.NotebookNode | None = None) -> list[CellOutcome]:
-    """Execute the notebook at `path` (or `nb`, as if it were there) from its own folder.
+def execute(path: Path, timeout: int = 900, nb: nbformat.NotebookNode | None = None,
+            env: dict[str, str] | None = None) -> list[CellOutcome]:
+    """Execute the notebook at `path` (or `nb`, as if it were there) from its own folder, its
+    kernel in `env` (default: this process's environment).
 
     Every cell runs even after an error, so the caller sees what each one did.
     """
@@ -37,7 +39,7 @@ def execute(path: Path, timeout: int = 900, nb: nbformat.NotebookNode | None = N
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(Path(path).parent)}},
                                      extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no warnings on stderr
-    client.execute()
+    client.execute(**({"env": env} if env is not None else {}))
     outcomes = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":

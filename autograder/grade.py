@@ -166,17 +166,17 @@ def grade(course: Course, paths: list[Path], out: Path, run: Run, regrade: bool 
     out = out.resolve()
     if out in [p.resolve() for p in paths]:
         raise CourseError(f"{out}: the output folder cannot be a submissions folder")
-    submissions = [s for s in discover(paths, {lab.name for lab in course.labs}, as_student, RESERVED)
-                   if in_shard(s.student, shard)]
-    if students:
-        found = {s.student for s in submissions}
-        missing = [s for s in students if s not in found]
-        if missing:
-            raise CourseError(f"no submission of {', '.join(map(repr, missing))} under {', '.join(map(str, paths))}")
-        submissions = [s for s in submissions if s.student in students]
-    times = gradescope_times(gradescope) if gradescope else None
-    code = {s.student: extract(course, s.notebooks) for s in submissions if s.problem is None}
+    everyone = discover(paths, {lab.name for lab in course.labs}, as_student, RESERVED)
+    missing = [s for s in students if s not in {s.student for s in everyone}]
+    if missing:
+        raise CourseError(f"no submission of {', '.join(map(repr, missing))} under {', '.join(map(str, paths))}")
+    code = {s.student: extract(course, s.notebooks) for s in everyone if s.problem is None}
+    # The labs of the whole class, whatever part of it this run grades: shards and one student's
+    # regrade grade the labs a run of everyone would.
     labs = list(run.labs) if run.labs else _labs_held(course, code)
+    submissions = [s for s in everyone if in_shard(s.student, shard) and (not students or s.student in students)]
+    code = {s.student: code[s.student] for s in submissions if s.problem is None}
+    times = gradescope_times(gradescope) if gradescope else None
     for lab in labs:
         course.lab(lab)  # an unknown lab is a one-line error here
     if not labs:

@@ -24,14 +24,14 @@ from .grade import Run, grade
 from .release import stale
 
 
-def check_source(path: Path) -> list[str]:
-    return [f"{path}: {o.name}: {o.message}" for o in execute(path) if o.error]
+def check_source(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    return [f"{path}: {o.name}: {o.message}" for o in execute(path, env=env) if o.error]
 
 
-def check_released(path: Path) -> list[str]:
+def check_released(path: Path, env: dict[str, str] | None = None) -> list[str]:
     if not path.is_file():
         return [f"{path}: missing; run `autograder release`"]
-    outcomes = execute(path)
+    outcomes = execute(path, env=env)
     first_stub = next((o.index for o in outcomes if o.is_solution), None)
     problems = []
     for o in outcomes:

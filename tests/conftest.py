@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,16 +67,52 @@ def write_mnist_idx(folder: Path, n_train: int = 600, n_test: int = 200, gz: boo
     return folder
 
 
+# ---- work that runs while the tests do -----------------------------------------------------------
+# Most of the suite's time is grading classes: many of them are waiting (on sleepers, hangs, apt)
+# as much as computing. A module that grades a class says so with start_early(config), which
+# submits its grading here as soon as the tests are collected; its tests run after those that grade
+# nothing, and wait for its result (a module's EARLY, default 10, orders the submissions: the
+# longest waits first). Tests marked `alone` (they look at every process of the machine) run last,
+# once nothing else runs.
+BACKGROUND = ThreadPoolExecutor(max_workers=3, thread_name_prefix="grading")
+STARTED: list[Future] = []
+
+
+def in_background(work, *args) -> Future:
+    """`work(*args)` on the background pool; its result (or its error) when a test asks for it."""
+    future = BACKGROUND.submit(work, *args)
+    STARTED.append(future)
+    return future
+
+
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(config, items) -> None:
-    """A test module with start_early(config) (test_deploy.py: a Gradescope image, minutes to
-    build) starts that work in the background once its tests are selected, and they run last, so
-    that it goes on while the other tests run."""
-    early = [item for item in items if hasattr(getattr(item, "module", None), "start_early")]
-    for module in {item.module for item in early}:
+    modules = list(dict.fromkeys(item.module for item in items if getattr(item, "module", None) is not None))
+    early = sorted((m for m in modules if hasattr(m, "start_early")), key=lambda m: getattr(m, "EARLY", 10))
+    for module in early:
         module.start_early(config)
-    late = {id(item) for item in early}
-    items[:] = [item for item in items if id(item) not in late] + early
+    rank = {m: i + 1 for i, m in enumerate(early)}
+    items.sort(key=lambda item: (item.get_closest_marker("alone") is not None,
+                                 rank.get(getattr(item, "module", None), 0)))
+
+
+@pytest.fixture(autouse=True)
+def _alone(request) -> None:
+    """A test marked `alone` runs once every background grading is done."""
+    if request.node.get_closest_marker("alone"):
+        for future in list(STARTED):
+            future.exception()  # waits; the error, if any, is the test's that asks for it
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "alone: looks at every process of the machine: runs when nothing else runs")
+
+
+def pytest_sessionfinish(session) -> None:
+    BACKGROUND.shutdown(wait=True, cancel_futures=True)
+    restore_modes()
+    if _SHARED:
+        shutil.rmtree(_SHARED[0], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -98,43 +136,64 @@ def course_copy(tmp_path: Path) -> Course:
     return copy_course(tmp_path)
 
 
-@pytest.fixture(scope="session")
-def shared_tmp():
+_ONCE = threading.Lock()
+_SHARED: list[Path] = []
+_DATASETS: list[Path] = []
+_MODES: dict[Path, int] = {}
+
+
+def shared_root() -> Path:
     """A temporary folder every user can traverse (pytest's own is root's alone): the level tests
     grade as an unprivileged user, who must reach the data, the submissions and the output."""
-    root = Path(tempfile.mkdtemp(prefix="autograder-tests-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    with _ONCE:
+        if not _SHARED:
+            root = Path(tempfile.mkdtemp(prefix="autograder-tests-"))
+            root.chmod(0o755)
+            _SHARED.append(root)
+        return _SHARED[0]
 
 
 @pytest.fixture(scope="session")
-def datasets(shared_tmp) -> Path:
+def shared_tmp() -> Path:
+    return shared_root()
+
+
+def prepared_datasets() -> Path:
     """An IDX search path with test-written MNIST and Debian's Fashion-MNIST, and its cache (with
-    the course artifacts); all readable by the unprivileged user the level tests grade as."""
-    if not (FASHION_IDX / "train-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"{FASHION_IDX} is missing: apt-get install dataset-fashion-mnist")
-    root = shared_tmp / "datasets"
-    write_mnist_idx(root / "idx" / "mnist", gz=True)
-    (root / "idx" / "fashion-mnist").symlink_to(FASHION_IDX)
-    env = {**os.environ, "AUTOGRADER_DATA": str(root / "cache"), "AUTOGRADER_IDX_PATH": str(root / "idx"),
-           "AUTOGRADER_OFFLINE": "1"}
-    # The data, then the course artifacts (each check's reference cost, the reference pictures),
-    # as an instructor's `autograder data` and `autograder release` would leave them.
-    for command in (["data", "fashion-mnist"], ["release", "--artifacts-only", "-q", "--device", "cpu"]):
-        done = subprocess.run([sys.executable, "-m", "autograder", "--course", str(ROOT), *command], env=env,
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-    for path in (root, *root.rglob("*")):
-        path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))
-    return root
+    the course artifacts); all readable by the unprivileged user the level tests grade as. Made once
+    a session, by whichever test or background grading asks first; the session's environment then
+    finds them (AUTOGRADER_DATA, AUTOGRADER_IDX_PATH, AUTOGRADER_OFFLINE)."""
+    root = shared_root() / "datasets"
+    with _ONCE:
+        if _DATASETS:
+            return _DATASETS[0]
+        if not (FASHION_IDX / "train-images-idx3-ubyte.gz").is_file():
+            pytest.fail(f"{FASHION_IDX} is missing: apt-get install dataset-fashion-mnist")
+        write_mnist_idx(root / "idx" / "mnist", gz=True)
+        (root / "idx" / "fashion-mnist").symlink_to(FASHION_IDX)
+        env = {**os.environ, "AUTOGRADER_DATA": str(root / "cache"), "AUTOGRADER_IDX_PATH": str(root / "idx"),
+               "AUTOGRADER_OFFLINE": "1"}
+        # The data, then the course artifacts (each check's reference cost, the reference pictures),
+        # as an instructor's `autograder data` and `autograder release` would leave them.
+        for command in (["data", "fashion-mnist"], ["release", "--artifacts-only", "-q", "--device", "cpu"]):
+            done = subprocess.run([sys.executable, "-m", "autograder", "--course", str(ROOT), *command], env=env,
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        for path in (root, *root.rglob("*")):
+            path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))
+        os.environ.update({k: env[k] for k in ("AUTOGRADER_DATA", "AUTOGRADER_IDX_PATH", "AUTOGRADER_OFFLINE")})
+        _DATASETS.append(root)
+        return root
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    return prepared_datasets()
 
 
 @pytest.fixture(scope="session")
 def data_env_session(datasets: Path) -> Path:
-    """The same environment as data_env, for the whole session (for module and session fixtures)."""
-    os.environ.update(AUTOGRADER_DATA=str(datasets / "cache"), AUTOGRADER_IDX_PATH=str(datasets / "idx"),
-                      AUTOGRADER_OFFLINE="1")
+    """The session's environment, which finds the datasets (set when they were made)."""
     return datasets
 
 
@@ -148,29 +207,69 @@ def data_env(datasets: Path, monkeypatch) -> Path:
     return datasets
 
 
-@pytest.fixture(scope="session")
-def modes_restored():
+def open_modes() -> None:
     """Grading as another user needs what that user runs to be reachable: the interpreter and this
     checkout may lie under folders only their owner may enter (/root, a 0700 home folder, mktemp
     -d), so every folder above them is made traversable (not readable) for the session; the uid
-    level changes modes too. Every mode is put back after the session."""
-    ancestors = {parent for path in (ROOT, Path(sys.prefix), Path(os.path.realpath(sys.executable)), FASHION_IDX)
-                 for parent in path.resolve().parents}
-    watched = [*ancestors, ROOT, *ROOT.iterdir(), *(ROOT / "autograder").iterdir(), FASHION_IDX]
-    before = {p: stat.S_IMODE(p.lstat().st_mode) for p in watched if p.exists() and not p.is_symlink()}
-    for folder in ancestors:
-        folder.chmod(before[folder] | stat.S_IXOTH)
-    yield
-    for path, mode in before.items():
+    level changes modes too. Every mode is put back after the session (restore_modes)."""
+    with _ONCE:
+        if _MODES:
+            return
+        ancestors = {parent for path in (ROOT, Path(sys.prefix), Path(os.path.realpath(sys.executable)), FASHION_IDX)
+                     for parent in path.resolve().parents}
+        watched = [*ancestors, ROOT, *ROOT.iterdir(), *(ROOT / "autograder").iterdir(), FASHION_IDX]
+        _MODES.update({p: stat.S_IMODE(p.lstat().st_mode) for p in watched if p.exists() and not p.is_symlink()})
+        for folder in ancestors:
+            folder.chmod(_MODES[folder] | stat.S_IXOTH)
+
+
+def restore_modes() -> None:
+    for path, mode in _MODES.items():
         if stat.S_IMODE(path.lstat().st_mode) != mode:
             path.chmod(mode)
 
 
-def grade_command(level: str, args: list[str], env: dict | None = None) -> tuple[list[str], dict]:
+@pytest.fixture(scope="session")
+def modes_restored() -> None:
+    open_modes()
+
+
+def data_environment() -> dict[str, str]:
+    """The environment that finds the session's datasets offline, for a process of its own (a
+    background grading must not read os.environ, which a test may be changing meanwhile)."""
+    root = prepared_datasets()
+    return {"AUTOGRADER_DATA": str(root / "cache"), "AUTOGRADER_IDX_PATH": str(root / "idx"),
+            "AUTOGRADER_OFFLINE": "1"}
+
+
+def grade_class(folder: Path, out: Path, *options: str, level: str = "root", course: Path = ROOT,
+                env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """`autograder grade FOLDER --out OUT` through the command line, as a TA runs it, at one of
+    LEVELS, with the session's data (and `env`); a failed run is the test's failure, with its output."""
+    command, env = grade_command(level, ["grade", str(folder), "--out", str(out), "--device", "cpu", "-q", *options],
+                                 {**data_environment(), **(env or {})}, course)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(command[-12:])} failed:\n{done.stderr[-4000:]}"
+    return done
+
+
+def finals_of(out: Path, course: Path = ROOT) -> dict:
+    """student -> final grade (autograder.final.Final), as the output folder's last report made them."""
+    from autograder.gradebook import Gradebook
+    from autograder.reports import finals
+
+    book = Gradebook(out / "gradebook.sqlite")
+    try:
+        return {f.student: f for f in finals(Course(course), book, out)}
+    finally:
+        book.close()
+
+
+def grade_command(level: str, args: list[str], env: dict | None = None, course: Path = ROOT) -> tuple[list[str], dict]:
     """(command, environment) of `autograder ARGS` at one of LEVELS (output folders must be
     writable by that user)."""
     wrapper, sandbox = LEVELS[level]
-    command = [*wrapper, sys.executable, "-m", "autograder", "--course", str(ROOT), *args]
+    command = [*wrapper, sys.executable, "-m", "autograder", "--course", str(course), *args]
     if args and args[0] in ("grade", "check") and "--sandbox" not in args and "--no-sandbox" not in args:
         command += ["--sandbox", sandbox]
     env = {**os.environ, **(env or {})}

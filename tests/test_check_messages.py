@@ -8,14 +8,13 @@ the one student whose recipe message is under test. Each test reads that run's m
 """
 from __future__ import annotations
 
-import os
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from autograder.grade import Run, grade
-from autograder.sandbox import Limits, choose_level
-from conftest import code, reference_code, write_student
+from conftest import code, finals_of, grade_class, in_background, reference_code, shared_root, write_student
 
 UNCHANGED = "did not change at all"
 NEVER_USED = "were never used"
@@ -79,19 +78,27 @@ STUDENTS = {
 LAB = {"train_online": "lab04", "train_minibatch": "lab05", "Linear": "lab01"}
 
 
-@pytest.fixture(scope="module")
-def graded(course, datasets, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("messages_class")
+CLASS: list = []
+
+
+def start_early(config) -> None:
+    """The class, graded in the background as soon as the tests are collected (tests/conftest.py)."""
+    if not CLASS:
+        CLASS.append(in_background(grade_the_class))
+
+
+def grade_the_class() -> dict:
+    root = Path(tempfile.mkdtemp(prefix="messages-", dir=shared_root()))
     for student, (unit, source, _, _) in STUDENTS.items():
-        write_student(root, student, [LAB[unit]], {unit: code(source)})
-    out = tmp_path_factory.mktemp("messages_graded")
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in (("AUTOGRADER_DATA", datasets / "cache"), ("AUTOGRADER_IDX_PATH", datasets / "idx"),
-                           ("AUTOGRADER_OFFLINE", "1")):
-            env.setenv(key, str(value))
-        results = grade(course, [root], out, Run(choose_level("auto"), Limits(min_wall_seconds=30), "cpu",
-                                                 jobs=min(2, os.cpu_count() or 1))).finals
-    return {r.student: r for r in results}
+        write_student(root / "class", student, [LAB[unit]], {unit: code(source)})
+    grade_class(root / "class", root / "graded", "-j", "2", "--min-wall", "30")
+    return finals_of(root / "graded")
+
+
+@pytest.fixture(scope="module")
+def graded(request) -> dict:
+    start_early(request.config)
+    return CLASS[0].result()
 
 
 def failing(graded, student: str) -> list[dict]:

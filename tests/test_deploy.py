@@ -16,7 +16,7 @@ import pytest
 
 from autograder.bundle import bundle
 from autograder.course import Course
-from conftest import ROOT, write_student
+from conftest import ROOT, code, write_student
 from gradescope_image import Build, Image, missing_tools
 
 LAB, UNIT, POINTS = "lab02_softmax", "softmax", 15
@@ -118,3 +118,37 @@ def test_without_its_checks_the_image_fails_and_gives_the_student_no_score(image
     assert "the autograder itself failed" in run.log
     image.discard(run.upper)
 
+
+
+# A student who writes Gradescope's results themselves, at once and again from a process left behind.
+FORGER = code("""
+    import os
+    for _path in ("/autograder/results/results.json", "/autograder/results/forged.json"):
+        try:
+            with open(_path, "w") as _f:
+                _f.write('{"score": 100}')
+        except OSError:
+            pass
+    if os.fork() == 0:
+        try:
+            os.setsid()
+        except OSError:
+            pass
+        import time
+        time.sleep(3)
+        try:
+            open("/autograder/results/results.json", "w").write('{"score": 100}')
+        except OSError:
+            pass
+        os._exit(0)
+    """) + "def softmax(x, dim=-1):\n    return x\n"
+
+
+def test_a_student_cannot_change_gradescopes_results(image, tmp_path):
+    folder = write_student(tmp_path, "forger", [LAB[:5]], {UNIT: FORGER})
+    run = image.run({f"{UNIT}_exercise.ipynb": next(folder.glob("*.ipynb")).read_bytes()}, metadata=METADATA,
+                    env={"AUTOGRADER_SANDBOX": "uid"})
+    assert run.returncode == 0, run.log[-4000:]
+    assert run.results["score"] < POINTS and run.results["tests"], run.log[-4000:]
+    assert not (run.upper / "autograder" / "results" / "forged.json").exists()
+    image.discard(run.upper)

@@ -12,15 +12,13 @@ reads that run's results for one property.
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from autograder.grade import Run, grade
-from autograder.sandbox import Limits, choose_level
-from conftest import code, write_student
+from conftest import code, finals_of, grade_class, in_background, shared_root, write_student
 
 FULL = {"Linear": 15, "softmax": 15, "one_layer_net": 15, "train_online": 15, "template_update": 15,
         "train_minibatch": 25}
@@ -955,27 +953,30 @@ def held_units(units) -> list[str]:
 # The run
 # ================================================================================================
 
-@pytest.fixture(scope="module")
-def graded(course, datasets, tmp_path_factory):
-    root = tmp_path_factory.mktemp("fairness_class")
+CLASS: list = []
+
+
+def start_early(config) -> None:
+    """The class, graded in the background as soon as the tests are collected (tests/conftest.py)."""
+    if not CLASS:
+        CLASS.append(in_background(grade_the_class))
+
+
+def grade_the_class():
+    root = Path(tempfile.mkdtemp(prefix="fairness-", dir=shared_root()))
     for student, replaced in CORRECT.items():
-        write_student(root, student, labs_of(replaced), replaced)
+        write_student(root / "class", student, labs_of(replaced), replaced)
     for student, (unit, source) in WRONG.items():
-        write_student(root, student, [LAB[unit]], {unit: source})
-    out = tmp_path_factory.mktemp("fairness_graded")
-    saved = {k: os.environ.get(k) for k in ("AUTOGRADER_DATA", "AUTOGRADER_IDX_PATH", "AUTOGRADER_OFFLINE")}
-    os.environ.update(AUTOGRADER_DATA=str(datasets / "cache"), AUTOGRADER_IDX_PATH=str(datasets / "idx"),
-                      AUTOGRADER_OFFLINE="1")
+        write_student(root / "class", student, [LAB[unit]], {unit: source})
     started = time.monotonic()
-    try:
-        results = grade(course, [root], out, Run(level=choose_level("auto"), limits=Limits(), device="cpu", jobs=2)).finals
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return {r.student: r for r in results}, out, time.monotonic() - started
+    grade_class(root / "class", root / "graded", "-j", "2")
+    return finals_of(root / "graded"), root / "graded", time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def graded(request):
+    start_early(request.config)
+    return CLASS[0].result()
 
 
 def failures(graded, student: str, units=None) -> str:

@@ -8,16 +8,18 @@ test_sandbox.py, the fairness suite test_fairness.py, the universal payloads tes
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from autograder.course import nbgrader_meta
-from autograder.grade import GRADEBOOK, Run, grade
+from autograder.grade import GRADEBOOK
 from autograder.gradebook import Gradebook
-from autograder.sandbox import Limits, choose_level
-from conftest import ROOT, code, reference_code, unit_cell, without_student_code, write_student
+from conftest import (ROOT, code, finals_of, grade_class, in_background, reference_code, shared_root, unit_cell,
+                      without_student_code, write_student)
 
 FULL = {"Linear": 15, "softmax": 15, "one_layer_net": 15, "train_online": 15, "template_update": 15,
         "train_minibatch": 25}
@@ -111,9 +113,23 @@ def _append_cell(unit: str, source: str):
     return edit
 
 
+CLASS: list = []
+
+
+def start_early(config) -> None:
+    """The class, graded in the background as soon as the tests are collected (tests/conftest.py)."""
+    if not CLASS:
+        CLASS.append(in_background(grade_the_class))
+
+
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory, datasets, course):
-    root = tmp_path_factory.mktemp("class")
+def graded(request):
+    start_early(request.config)
+    return CLASS[0].result()
+
+
+def grade_the_class():
+    root = Path(tempfile.mkdtemp(prefix="grading-", dir=shared_root())) / "class"
     write_student(root, "reference")
     write_student(root, "untouched_release", tree="release")
     for student, (unit, source) in MUTANTS.items():
@@ -131,14 +147,10 @@ def graded(tmp_path_factory, datasets, course):
             _seen.append(list(x.shape))
             raise RuntimeError(f"seen before: {_seen[:-1]}")
         """)})
-    out = tmp_path_factory.mktemp("graded")
+    out = root.parent / "graded"
     started = time.monotonic()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AUTOGRADER_DATA", str(datasets / "cache"))
-        env.setenv("AUTOGRADER_IDX_PATH", str(datasets / "idx"))
-        env.setenv("AUTOGRADER_OFFLINE", "1")
-        results = grade(course, [root], out, Run(choose_level("auto"), Limits(min_wall_seconds=30), "cpu", jobs=2)).finals
-    return {r.student: r for r in results}, out, time.monotonic() - started
+    grade_class(root, out, "-j", "2", "--min-wall", "30")
+    return finals_of(out), out, time.monotonic() - started
 
 
 def units(graded, student: str) -> dict[str, float]:

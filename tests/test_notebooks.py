@@ -4,8 +4,10 @@ alone, as nbgrader's exchange hands it out: each released lab folder holds every
 Also the ways `autograder validate` must fail."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from autograder.course import Course, nbgrader_meta
 from autograder.execute import execute
 from autograder.validate import check_released, check_source
-from conftest import ROOT, copy_course
+from conftest import ROOT, copy_course, data_environment, in_background, shared_root
 
 COURSE = Course(ROOT)
 LABS = {lab.name: lab for lab in COURSE.labs}
@@ -54,12 +56,21 @@ def hollow_tests(cell):
         cell.source = "pass"
 
 
-@pytest.fixture(scope="module")
-def ran(data_env_session, tmp_path_factory):
+RAN: list = []
+
+
+def start_early(config) -> None:
+    """The notebooks, run in the background as soon as the tests are collected (tests/conftest.py)."""
+    if not RAN:
+        RAN.append(in_background(run_them))
+
+
+def run_them() -> dict:
     """Every notebook run this module judges, run at once (a kernel each, three at a time: most of
     a run is a kernel starting and importing torch). name -> what `execute`, `check_source` or
     `check_released` said, as (path, outcome)."""
-    root = tmp_path_factory.mktemp("notebooks")
+    root = Path(tempfile.mkdtemp(prefix="notebooks-", dir=shared_root()))
+    env = {**os.environ, **data_environment()}  # each kernel's, whatever a test does to os.environ meanwhile
     jobs = {}
     for lab in COURSE.labs:
         folder = lone_copy(COURSE.release / lab.name, root / lab.name)
@@ -75,8 +86,14 @@ def ran(data_env_session, tmp_path_factory):
         jobs[name] = (check_source if tree == "source" else check_released,
                       _softmax_copy(copy_course(root / name.replace(" ", "_")), tree, edit))
     with ThreadPoolExecutor(3) as pool:
-        futures = {name: (path, pool.submit(run, path)) for name, (run, path) in jobs.items()}
+        futures = {name: (path, pool.submit(run, path, env=env)) for name, (run, path) in jobs.items()}
         return {name: (path, future.result()) for name, (path, future) in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def ran(request) -> dict:
+    start_early(request.config)
+    return RAN[0].result()
 
 
 @pytest.mark.parametrize("lab", LABS, ids=str)

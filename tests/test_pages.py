@@ -23,11 +23,10 @@ from selenium.webdriver.common.keys import Keys
 
 from autograder.feedback import Pages
 from autograder.final import Final
-from autograder.grade import GRADEBOOK, Run, grade
+from autograder.grade import GRADEBOOK
 from autograder.gradebook import Gradebook
 from autograder.review import Entry
-from autograder.sandbox import Limits, choose_level
-from conftest import code, reference_code, write_student
+from conftest import code, finals_of, grade_class, in_background, reference_code, shared_root, write_student
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # As root, on a machine with no network: no sandbox, no GPU, and nothing that phones home.
@@ -55,22 +54,31 @@ HANDED = {"reference": [LAB01, LAB02], "wrong_softmax": [LAB01, LAB02], "long_st
           ODD: [LAB01, LAB02], "lab01_only": [LAB01]}
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory, datasets, course) -> tuple[dict[str, Final], Path]:
-    root = tmp_path_factory.mktemp("class")
-    write_student(root, "reference", ["lab01", "lab02"])
-    write_student(root, "wrong_softmax", ["lab01", "lab02"],
+CLASS: list = []
+
+
+def start_early(config) -> None:
+    """The class, graded in the background as soon as the tests are collected (tests/conftest.py)."""
+    if not CLASS:
+        CLASS.append(in_background(grade_the_class))
+
+
+def grade_the_class() -> tuple[dict[str, Final], Path]:
+    root = Path(tempfile.mkdtemp(prefix="pages-", dir=shared_root()))
+    write_student(root / "class", "reference", ["lab01", "lab02"])
+    write_student(root / "class", "wrong_softmax", ["lab01", "lab02"],
                   {"softmax": reference_code("softmax").replace("torch.exp(shifted)", "torch.exp2(shifted)")})
-    write_student(root, "long_status", ["lab01", "lab02"], {"Linear": DIES, "softmax": LONG})
-    write_student(root, ODD, ["lab01", "lab02"])
-    write_student(root, "lab01_only", ["lab01"], {"Linear": NO_BIAS})
-    out = tmp_path_factory.mktemp("graded")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AUTOGRADER_DATA", str(datasets / "cache"))
-        env.setenv("AUTOGRADER_IDX_PATH", str(datasets / "idx"))
-        env.setenv("AUTOGRADER_OFFLINE", "1")
-        finals = grade(course, [root], out, Run(choose_level("auto"), Limits(min_wall_seconds=30), "cpu", jobs=2)).finals
-    return {f.student: f for f in finals}, out
+    write_student(root / "class", "long_status", ["lab01", "lab02"], {"Linear": DIES, "softmax": LONG})
+    write_student(root / "class", ODD, ["lab01", "lab02"])
+    write_student(root / "class", "lab01_only", ["lab01"], {"Linear": NO_BIAS})
+    grade_class(root / "class", root / "graded", "-j", "2", "--min-wall", "30")
+    return finals_of(root / "graded"), root / "graded"
+
+
+@pytest.fixture(scope="module")
+def graded(request) -> tuple[dict[str, Final], Path]:
+    start_early(request.config)
+    return CLASS[0].result()
 
 
 def made_up_class(course, book: Gradebook, n: int = 200) -> tuple[dict[str, Final], str]:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (FASHION_IDX, LEVELS, ROOT, code, grade_as, grade_command, reference_code, shared_folder,
-                      write_student)
+from conftest import (FASHION_IDX, LEVELS, ROOT, code, data_environment, grade_as, grade_class, in_background,
+                      open_modes, prepared_datasets, reference_code, shared_folder, shared_root, write_student)
 
 SOFTMAX = reference_code("softmax")
 FULL = {"Linear": 15, "softmax": 15, "one_layer_net": 15, "train_online": 15, "template_update": 15,
@@ -291,15 +291,28 @@ ATTACKS = {
 }
 
 
+# A TCP server on the loopback, made when the classes are: no worker may reach it.
+LISTENER: list[socket.socket] = []
+RUNS: dict = {}
+EARLY = 0  # first into the background: most of its time is waiting out sleepers and hangs
+
+
+def start_early(config) -> None:
+    """The class, graded at every level at once in the background (tests/conftest.py)."""
+    if not RUNS:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        LISTENER.append(server)
+        config.add_cleanup(server.close)
+        RUNS.update({level: in_background(grade_level, level) for level in LEVELS})
+
+
 @pytest.fixture(scope="module")
-def listener():
-    """A TCP server on the loopback: no worker may reach it."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.setblocking(False)
-    yield server
-    server.close()
+def listener(request):
+    start_early(request.config)
+    return LISTENER[0]
 
 
 def build_class(root: Path, listener_port: int, out: Path) -> Path:
@@ -309,7 +322,7 @@ def build_class(root: Path, listener_port: int, out: Path) -> Path:
         write_student(class_dir, student, labs, replaced)
     secrets = [str(ROOT / "source" / "**" / "*.ipynb"), str(ROOT / ".git" / "config"),
                str(ROOT / "autograder" / "checks" / "*.py"), str(FASHION_IDX / "t10k-labels-idx1-ubyte.gz"),
-               os.environ["AUTOGRADER_DATA"] + "/**/*.npz", str(class_dir / "reference" / "*.ipynb"),
+               data_environment()["AUTOGRADER_DATA"] + "/**/*.npz", str(class_dir / "reference" / "*.ipynb"),
                str(out / "*"), "/root/*", "/home/*", "/proc/[0-9]*/environ"]
     write_student(class_dir, "thief", ["lab02"], {"softmax": thief(secrets)})
     write_student(class_dir, "forger", ["lab02"], {"softmax": forger(
@@ -328,43 +341,25 @@ def build_class(root: Path, listener_port: int, out: Path) -> Path:
     return class_dir
 
 
-@pytest.fixture(scope="module")
-def runs(shared_tmp, datasets, listener, modes_restored):
-    """The class graded at every level at once: much of a run is waiting out its sleepers and hangs,
-    and the three runs wait together."""
-    env = {"AUTOGRADER_DATA": str(datasets / "cache"), "AUTOGRADER_IDX_PATH": str(datasets / "idx"),
-           "AUTOGRADER_OFFLINE": "1"}
-    os.environ.update(env)  # build_class names the cache
-    started = {}
-    for level in LEVELS:
-        root = shared_tmp / f"sandbox-{level}"
-        root.mkdir()
-        out = shared_folder(root / "out")
-        class_dir = build_class(root, listener.getsockname()[1], out)
-        command, run_env = grade_command(level, ["grade", str(class_dir), "--out", str(out), "-j", "2", "--device",
-                                                 "cpu", "--min-wall", "20"], env)
-        log = open(root / "stderr.log", "w+")
-        started[level] = (subprocess.Popen(command, env=run_env, stdout=subprocess.DEVNULL, stderr=log), log, out,
-                          time.monotonic())
-    yield started
-    for proc, log, _, _ in started.values():
-        proc.kill()
-        proc.wait()
-        log.close()
+def grade_level(level: str) -> dict:
+    """The attack class graded at `level` through the command line, as that user."""
+    open_modes()
+    root = shared_root() / f"sandbox-{level}"
+    root.mkdir()
+    out = shared_folder(root / "out")
+    class_dir = build_class(root, LISTENER[0].getsockname()[1], out)
+    started = time.monotonic()
+    # --min-cpu 3: the spinners burn every CPU second they are allowed, at every level.
+    done = grade_class(class_dir, out, "-j", "2", "--min-wall", "20", "--min-cpu", "3", level=level)
+    with open(out / "grades.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    return {"level": level, "rows": rows, "out": out, "stderr": done.stderr, "seconds": time.monotonic() - started,
+            "datasets": prepared_datasets()}
 
 
 @pytest.fixture(scope="module", params=list(LEVELS))
-def graded(request, runs, datasets):
-    level = request.param
-    proc, log, out, started = runs[level]
-    code = proc.wait(1800)
-    log.seek(0)
-    stderr = log.read()
-    assert code == 0, stderr[-3000:]
-    with open(out / "grades.csv") as f:
-        rows = {row["student"]: row for row in csv.DictReader(f)}
-    return {"level": level, "rows": rows, "out": out, "stderr": stderr, "seconds": time.monotonic() - started,
-            "datasets": datasets}
+def graded(request, listener):
+    return RUNS[request.param].result()
 
 
 def score(graded, student: str, unit: str) -> float:
@@ -440,6 +435,7 @@ def test_killing_everything_it_can_harms_no_one_else(graded):
     assert behaves(graded, "daemon", "softmax"), messages(graded, "daemon")
 
 
+@pytest.mark.alone
 def test_a_daemon_does_not_outlive_its_worker(graded):
     book = graded["out"] / "gradebook.sqlite"
     assert book.is_file()
@@ -538,6 +534,7 @@ def _run_processes() -> list[str]:
             and ("autograder.worker" in _cmdline(p) or "autograder.harness" in _cmdline(p) or MARK in _cmdline(p))]
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("level", list(LEVELS))
 def test_kill_9_of_the_grader_leaves_no_process(level, shared_tmp, datasets, modes_restored):
     tmp_path = shared_tmp / f"kill-{level}"
@@ -582,6 +579,7 @@ FORK_LOOP = code(f"""
     """)
 
 
+@pytest.mark.alone
 def test_two_graders_on_one_machine_keep_to_their_own_workers(shared_tmp, datasets, modes_restored):
     """At "uid" each grader's workers run as uids of a block it holds: killing one grader (its
     janitor then cleans up by uid) touches nothing of the other's, while a fork loop recycles pids."""

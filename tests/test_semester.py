@@ -11,12 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from autograder.gradebook import Gradebook
-from conftest import code, copy_course, write_student
+from conftest import code, copy_course, data_environment, in_background, shared_root, write_student
 
 DUE = "2026-10-07T23:59:00+00:00"
 ON_TIME, TWO_DAYS_LATE = "2026-10-07 20:00:00.000000 UTC", "2026-10-09 05:00:00.000000 UTC"
@@ -31,7 +32,7 @@ FLAGGED = code("""
 
 def autograder(course: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course), *args], capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, env={**os.environ, **data_environment()})
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -67,9 +68,17 @@ def submit(submitted: Path, student: str, moment: str, softmax: str | None = Non
         (target / "timestamp.txt").write_text(moment)
 
 
-@pytest.fixture(scope="module")
-def semester(tmp_path_factory, datasets):
-    root = tmp_path_factory.mktemp("semester")
+CLASS: list = []
+
+
+def start_early(config) -> None:
+    """The class graded, then its copy overridden and regraded, in the background (tests/conftest.py)."""
+    if not CLASS:
+        CLASS.append(in_background(the_semester))
+
+
+def the_semester() -> tuple[dict, dict]:
+    root = Path(tempfile.mkdtemp(prefix="semester-", dir=shared_root()))
     course = copy_course(root / "course").root
     with open(course / "course.toml", "a") as f:
         f.write(f'\n[labs.lab02_softmax]\ndue = "{DUE}"\n\n[late]\nper_day = 0.1\nmax_days = 7\n')
@@ -80,27 +89,28 @@ def semester(tmp_path_factory, datasets):
     submit(submitted, "flagged", ON_TIME, FLAGGED)
     for name in ODD_NAMES:
         submit(submitted, name, ON_TIME)
-    env = {"AUTOGRADER_DATA": str(datasets / "cache"), "AUTOGRADER_IDX_PATH": str(datasets / "idx"),
-           "AUTOGRADER_OFFLINE": "1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     out = root / "graded"
     grading = ["grade", str(submitted), "--out", str(out), "-j", "2", "--device", "cpu", "-q"]
     autograder(course, *grading)
     first = {"rows": rows(out), "files": snapshot(out), "graded_at": graded_at(out)}
-    yield {"course": course, "submitted": submitted, "out": out, "grading": grading, "first": first}
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    semester = {"course": course, "submitted": submitted, "out": out, "grading": grading, "first": first}
+    return semester, overridden_copy(semester, root / "overridden" / "graded")
 
 
 @pytest.fixture(scope="module")
-def overridden(semester, tmp_path_factory):
+def semester(request) -> dict:
+    start_early(request.config)
+    return CLASS[0].result()[0]
+
+
+@pytest.fixture(scope="module")
+def overridden(semester) -> dict:
+    return CLASS[0].result()[1]
+
+
+def overridden_copy(semester: dict, out: Path) -> dict:
     """A copy of the class's output, where a TA accepted the flagged softmax, then regraded bob
-    alone (by his folder), then everyone."""
-    out = tmp_path_factory.mktemp("overridden") / "graded"
+    alone (by his folder), then everyone, then one lab of one student."""
     shutil.copytree(semester["out"], out)
     course, submitted = semester["course"], semester["submitted"]
     said = autograder(course, "override", str(out), "flagged", "softmax", "15", "--reason", "eval of a name only",

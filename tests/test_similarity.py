@@ -9,14 +9,15 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from autograder import similarity
-from autograder.grade import Run, grade
 from autograder.reports import results_json
-from autograder.sandbox import choose_level
-from conftest import ROOT, code, reference_code, write_student
+from conftest import (ROOT, code, data_environment, finals_of, grade_class, in_background, reference_code, shared_root,
+                      write_student)
 
 STUB = '''def softmax(x, dim=-1):
     """Softmax of x along dimension dim, from exp and sum."""
@@ -111,30 +112,40 @@ def test_source_that_does_not_parse_is_compared_as_written():
 
 # ---- a class graded once ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory, datasets, course):
+CLASS: list = []
+
+
+def start_early(config) -> None:
+    """The class, graded in the background as soon as the tests are collected (tests/conftest.py)."""
+    if not CLASS:
+        CLASS.append(in_background(grade_the_class))
+
+
+def grade_the_class():
     """ann and bob hand in the same softmax but for names and layout; the reference and another
     correct softmax differ. The reference student also hands in lab 04, graded with --leaderboard."""
-    root = tmp_path_factory.mktemp("class")
-    write_student(root, "ann", ["lab02"], {"softmax": MAX_THEN_SUM})
-    write_student(root, "bob", ["lab02"], {"softmax": MAX_THEN_SUM_RENAMED})
-    write_student(root, "reference", ["lab02", "lab04"])
-    write_student(root, "other_way", ["lab02"], {"softmax": INDEXED_MAX})
-    out = tmp_path_factory.mktemp("graded")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AUTOGRADER_DATA", str(datasets / "cache"))
-        env.setenv("AUTOGRADER_IDX_PATH", str(datasets / "idx"))
-        env.setenv("AUTOGRADER_OFFLINE", "1")
-        report = grade(course, [root], out, Run(choose_level("auto"), device="cpu", leaderboard=True))
+    root = Path(tempfile.mkdtemp(prefix="similar-", dir=shared_root()))
+    write_student(root / "class", "ann", ["lab02"], {"softmax": MAX_THEN_SUM})
+    write_student(root / "class", "bob", ["lab02"], {"softmax": MAX_THEN_SUM_RENAMED})
+    write_student(root / "class", "reference", ["lab02", "lab04"])
+    write_student(root / "class", "other_way", ["lab02"], {"softmax": INDEXED_MAX})
+    out = root / "graded"
+    grade_class(root / "class", out, "--leaderboard")
     review = subprocess.run([sys.executable, "-m", "autograder", "--course", str(ROOT), "review", str(out)],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                            capture_output=True, text=True, env={**os.environ, **data_environment()})
     assert review.returncode == 0, review.stderr
-    return report, out, review.stdout
+    return finals_of(out), out, review.stdout
+
+
+@pytest.fixture(scope="module")
+def graded(request):
+    start_early(request.config)
+    return CLASS[0].result()
 
 
 def test_the_review_queue_names_the_similar_pair_and_no_one_else(graded):
-    report, _, printed = graded
-    assert all(r.units["softmax"] == 15 for r in report.finals), [(r.student, r.status) for r in report.finals]
+    finals, _, printed = graded
+    assert all(r.units["softmax"] == 15 for r in finals.values()), [(r.student, r.status) for r in finals.values()]
     lines = [line for line in printed.splitlines() if ": similar: " in line]
     assert len(lines) == 2, printed
     assert lines[0].startswith("ann: similar: softmax with bob (score ") and lines[1].startswith(
@@ -151,7 +162,7 @@ def test_the_summary_shows_the_similar_pair_with_their_source(graded):
 
 
 def test_the_leaderboard_carries_the_trainers_test_accuracy_only_when_asked(graded):
-    report, out, _ = graded
+    finals, out, _ = graded
     board = json.loads((out / "reference" / "results.json").read_text())["leaderboard"]
     assert len(board) == 1 and board[0]["name"] == "test accuracy" and board[0]["order"] == "desc", board
     assert 0 < board[0]["value"] <= 1
@@ -164,7 +175,7 @@ def test_the_leaderboard_carries_the_trainers_test_accuracy_only_when_asked(grad
         kept = book.artifacts("reference")
     finally:
         book.close()
-    reference = next(r for r in report.finals if r.student == "reference")
+    reference = finals["reference"]
     assert any(name.endswith("accuracy") for name in kept)
     assert "leaderboard" not in results_json(reference, kept=kept)
     assert results_json(reference, leaderboard=True, kept=kept)["leaderboard"] == board
