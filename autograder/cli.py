@@ -366,12 +366,13 @@ def _sandbox_options(p: argparse.ArgumentParser, grading: bool = True) -> None:
         p.add_argument("--min-cpu", type=_positive(float), default=10, metavar="S",
                        help="CPU seconds a check may use, at least (default 10)")
         p.add_argument("--min-wall", type=_positive(float), default=60, metavar="S",
-                       help="wall-clock backstop per check, at least (default 60 s; 3 times the CPU limit when more)")
+                       help="wall-clock backstop per check, not counting waits for a busy CPU, at least (default 60 s; "
+                            "3 times the CPU limit when more)")
         p.add_argument("--lab-factor", type=_positive(float), default=10, metavar="F",
-                       help="wall-clock a lab may take, as a multiple of the reference's own time for it, plus "
-                            "--lab-margin (default 10)")
+                       help="seconds a lab's calls may take, not counting waits for a busy CPU, as a multiple of the "
+                            "reference's own time for them, plus --lab-margin (default 10)")
         p.add_argument("--lab-margin", type=_positive(float), default=30, metavar="S",
-                       help="seconds added to each lab's wall-clock budget (default 30)")
+                       help="seconds added to each lab's time budget (default 30)")
         p.add_argument("--hidden-visibility", choices=VISIBILITIES, default="after_published",
                        help="Gradescope's visibility of the hidden checks in results.json (default after_published: "
                             "students see them, and a total that counts them, once grades are published)")

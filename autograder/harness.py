@@ -168,16 +168,16 @@ class LabRun:
         self.output = ""
         self.load_cpu = 0.0
         self.faulted = False
-        self.started = time.monotonic()
-        self.waited = 0.0  # for the server (its start, loading the training set): the grader's time
+        self.held_before = 0.0  # by the workers retired
         self.budget = limits.lab_budget(costs.get(LAB))
         reference = f"{limits.lab_factor:g} times what the reference solution needs, plus " \
                     f"{limits.lab_margin_seconds:g} s" if LAB in costs else "the default for a lab"
         self.over_budget = f"took more than this lab's time budget of {self.budget:.0f} s ({reference})"
 
     def seconds(self) -> float:
-        """Wall seconds this lab has taken, not counting the grader's own waits."""
-        return time.monotonic() - self.started - self.waited
+        """Seconds the submission took to answer for this lab: its workers' calls, not counting
+        waits for a CPU (a busy machine's time) or the grader's own work between the calls."""
+        return self.held_before + sum(worker.held for worker, _ in self.workers.values())
 
     def left(self) -> float:
         """Seconds left of the lab's time budget."""
@@ -191,6 +191,7 @@ class LabRun:
     def _retire(self, key: tuple) -> None:
         worker, _ = self.workers.pop(key)
         worker.close()
+        self.held_before += worker.held
         if worker.reason != "closed":
             self.stops.append(worker.reason)
             self.time_stops += worker.stopped_for_time
@@ -214,12 +215,10 @@ class LabRun:
                 self.problem = f"the submission's process was stopped {len(self.stops)} times (last: it {self.stops[-1]})"
             if self.problem:
                 pytest.fail(self.problem, pytrace=False)
-            asked = time.monotonic()
             try:
                 worker = self.server.worker(data=self.data)
             except (OSError, RuntimeError) as e:
                 self.fault(f"{e}")
-            self.waited += time.monotonic() - asked
             cpu, wall = self.limits.budget(self.costs.get(LOAD))
             try:
                 # No student code has run before these two replies: they can be believed.
@@ -264,7 +263,7 @@ class UnitUnderTest:
         self.facts = rules.facts(self.source, rules.provided_names(tuple(run.code["setup"])),
                                  rules.policy(grading.course))
         self._budget = grading.limits.budget(run.costs.get(item.originalname))
-        self._started = time.monotonic()
+        self._held_before = run.seconds()
 
     def call(self, target: str | Build, *args: Any, what: str = "", grad: bool = True, requires_grad=(),
              backward: torch.Tensor | None = None, on_device: bool = False, seed: int | None = None,
@@ -284,7 +283,7 @@ class UnitUnderTest:
             outcome = self._run.exchange(
                 worker, Call(target, args, kwargs, grad, tuple(requires_grad), backward, on_device, seed), Outcome,
                 f"the check of {self.unit}", cpu - self._grading.cpu_spent(self._item),
-                wall - (time.monotonic() - self._started))
+                wall - (self._run.seconds() - self._held_before))
         except WorkerFailure as e:
             pytest.fail(_cap(self._run.problem or str(e)), pytrace=False)
         finally:

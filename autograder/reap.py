@@ -69,6 +69,26 @@ def members(procs: dict[int, Proc], level: str, pid: int, uid: int | None) -> li
     return found
 
 
+def run_delays(pids: list[int], threads: tuple[int, ...] = ()) -> dict[int, int]:
+    """Nanoseconds each thread of these processes, and each of these threads of this process,
+    has spent ready to run but waiting for a CPU (the kernel's schedstat): the time a busy
+    machine, not the worker, took."""
+    paths = [f"/proc/{os.getpid()}/task/{tid}" for tid in threads]
+    for pid in pids:
+        try:
+            paths += [f"/proc/{pid}/task/{tid}" for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+    found = {}
+    for path in paths:
+        try:
+            with open(f"{path}/schedstat", "rb") as f:
+                found[int(path.rsplit("/", 1)[1])] = int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
 def kill_all(level: str, pid: int, uid: int | None) -> None:
     """SIGKILL every process of the worker, again and again while a fork flood races it."""
     for _ in range(100):

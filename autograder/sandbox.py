@@ -27,7 +27,8 @@ class Limits:
     when the reference's cost is unknown); wall-clock is a backstop per call, `wall_factor` times
     the CPU limit and at least `min_wall_seconds`, and a budget per lab, `lab_factor` times the
     reference's own time for the lab plus `lab_margin_seconds` (or `default_lab_seconds`), so that
-    a submission that sleeps through every call holds its job for about a minute, not an hour."""
+    a submission that sleeps through every call holds its job for about a minute, not an hour.
+    Wall seconds leave out the time a worker waited for a CPU: a busy machine fails no one."""
     memory_bytes: int = 4 * 2**30
     processes: int = 64
     file_bytes: int = 64 * 2**20

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,21 @@ class WorkerFailure(Exception):
     """The worker could not answer: the message says why in words a student understands."""
 
 
+# How many times its wall limit a call may take, waits for a CPU included, however busy the machine.
+BACKSTOP = 10
+
+
+@dataclass(frozen=True)
+class _Call:
+    cpu: float  # the worker's CPU seconds when it began
+    cpu_limit: float
+    wall_limit: float
+    out_of_time: str
+    started: float
+    stalled: float  # the worker's stalled seconds when it began
+    thread: int  # the grader's thread that waits for the answer
+
+
 class Worker:
     """One lab submission's process tree: load its code, then answer calls, each under limits."""
 
@@ -46,7 +62,12 @@ class Worker:
         self.stopped_for_time = False
         self.output, self.output_dropped = bytearray(), 0
         self.cpu_used = 0.0  # by the last call
-        self._call: tuple[float, float] | None = None  # (CPU seconds at its start, its CPU limit)
+        self.held = 0.0  # seconds it took to answer, all calls together, not counting waits for a CPU
+        self.stalled = 0.0  # seconds it was ready to run but waited for a CPU the machine was busy with
+        self._delays: dict[int, int] = {}
+        self._looked = time.monotonic()
+        self._looking = threading.Lock()
+        self._call: _Call | None = None
         self._stop = threading.Event()
         threading.Thread(target=self._drain, args=(output_fd,), daemon=True).start()
         threading.Thread(target=self._watch, daemon=True).start()
@@ -58,8 +79,8 @@ class Worker:
                 self.output += chunk[:room]
                 self.output_dropped += len(chunk) - len(chunk[:room])
 
-    def _usage(self) -> tuple[float, int, int]:
-        """(CPU seconds, memory bytes, processes): from its cgroup where it has one (where the
+    def _usage(self) -> tuple[float, int, list[int]]:
+        """(CPU seconds, memory bytes, its processes): from its cgroup where it has one (where the
         kernel counts everything), else summed over its processes (RSS, CPU of the living and of
         the children they reaped)."""
         if self.cgroup is not None:
@@ -67,11 +88,28 @@ class Worker:
                 cpu, memory, killed = self.cgroup.usage()
                 if killed:
                     self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")
-                return cpu, memory, len(self.cgroup.pids())
+                return cpu, memory, self.cgroup.pids()
             except (OSError, ValueError):
                 pass  # removed meanwhile: the worker is gone
         procs = reap.members(reap.scan(), self.level.name, self.pid, self.uid)
-        return sum(p.cpu_seconds for p in procs), sum(p.rss_bytes for p in procs), len(procs)
+        return sum(p.cpu_seconds for p in procs), sum(p.rss_bytes for p in procs), [p.pid for p in procs]
+
+    def _add_stall(self, pids: list[int], grader_thread: int | None) -> None:
+        """Count how long its threads, and the grader's thread waiting on its answer, waited for
+        a CPU since the last look, at most the time between looks: a worker that keeps its own
+        threads waiting gains no more than that, and spends CPU seconds doing it. Looked at by the
+        watchdog and at each call's start and end, so that a short call is counted too."""
+        with self._looking:
+            now = time.monotonic()
+            delays = reap.run_delays(pids, (grader_thread,) if grader_thread is not None else ())
+            waited = sum(max(ns - self._delays.get(tid, ns), 0) for tid, ns in delays.items()) / 1e9
+            self._delays = delays
+            self.stalled += min(waited, now - self._looked)
+            self._looked = now
+
+    def _spent(self, call: "_Call") -> float:
+        """Seconds `call` has taken, less the time the worker waited for a CPU."""
+        return time.monotonic() - call.started - (self.stalled - call.stalled)
 
     def _scratch(self, everywhere: bool) -> tuple[int, int]:
         """(bytes, files) it wrote where it may: its scratch folder and, at "uid" without
@@ -86,12 +124,16 @@ class Worker:
     def _watch(self) -> None:
         tick = 0
         while not self._stop.wait(0.1):  # a scan of /proc costs about a millisecond
-            cpu, rss, count = self._usage()
+            cpu, rss, pids = self._usage()
             call = self._call
+            self._add_stall(pids, call.thread if call is not None else None)
+            count, now = len(pids), time.monotonic()
             if call is not None:
-                self.cpu_used = cpu - call[0]
-                if self.cpu_used > call[1]:
-                    self.kill(f"used more than {call[1]:.0f} s of CPU time", for_time=True)
+                self.cpu_used = cpu - call.cpu
+                if self.cpu_used > call.cpu_limit:
+                    self.kill(f"used more than {call.cpu_limit:.0f} s of CPU time", for_time=True)
+                elif self._spent(call) > call.wall_limit or now - call.started > BACKSTOP * call.wall_limit:
+                    self.kill(call.out_of_time, for_time=True)
             if rss > self.limits.memory_bytes:
                 self.kill(f"used more than the memory limit of {self.limits.memory_bytes / 2**30:.1f} GiB")
             elif count > self.limits.processes:
@@ -109,6 +151,10 @@ class Worker:
         if self.cgroup is not None:
             self.cgroup.kill()
         reap.kill_all(self.level.name, self.pid, self.uid)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the grader's thread that waits on it
+        except OSError:
+            pass
         self.sock.close()
 
     def close(self) -> None:
@@ -123,22 +169,28 @@ class Worker:
     def exchange(self, message: Load | Call | None, expect: type, what: str, cpu_limit: float, wall_limit: float,
                  out_of_time: str | None = None):
         """Send `message` (if any) and wait for a reply of type `expect`, using at most
-        `cpu_limit` CPU seconds and `wall_limit` seconds (`out_of_time`: why, when the wall
-        limit is not this call's own but what is left of a larger budget); WorkerFailure says
-        why there is none."""
+        `cpu_limit` CPU seconds and `wall_limit` seconds not counting waits for a CPU
+        (`out_of_time`: why, when the wall limit is not this call's own but what is left of a
+        larger budget); WorkerFailure says why there is none."""
         if self.reason:
             raise WorkerFailure(f"the submission's process was stopped earlier: it {self.reason}")
         if cpu_limit <= 0 or wall_limit <= 0:
             self.kill(out_of_time or "ran out of the time this check allows", for_time=True)
             raise WorkerFailure(f"the submission's process {self.reason}")
-        self._call = (self._usage()[0], cpu_limit)
+        out_of_time = out_of_time or f"did not finish {what} within {wall_limit:.0f} s"
+        thread = threading.get_native_id()
+        cpu, _, pids = self._usage()
+        self._add_stall(pids, thread)
+        call = self._call = _Call(cpu, cpu_limit, wall_limit, out_of_time, time.monotonic(), self.stalled, thread)
         try:
-            self.sock.settimeout(wall_limit)
             if message is not None:
+                self.sock.settimeout(wall_limit)
                 messages.send(self.sock, message)
-            return messages.expect(messages.receive(self.sock, messages.FROM_WORKER, time.monotonic() + wall_limit), expect)
+            # The watchdog stops the worker when its time is up; this deadline only backs it up.
+            deadline = call.started + BACKSTOP * wall_limit + 5
+            return messages.expect(messages.receive(self.sock, messages.FROM_WORKER, deadline), expect)
         except (socket.timeout, TimeoutError):
-            self.kill(out_of_time or f"did not finish {what} within {wall_limit:.0f} s", for_time=True)
+            self.kill(out_of_time, for_time=True)
         except messages.GarbageReply as e:
             self.kill("sent a reply that is not data")
             raise WorkerFailure(f"the submission's process answered garbage during {what}: {e}") from None
@@ -146,7 +198,10 @@ class Worker:
             time.sleep(0.15)  # let the watchdog say why, if it was the one
             self.kill(f"exited during {what}")
         finally:
-            self.cpu_used = self._usage()[0] - self._call[0] if self.reason is None else self.cpu_used
+            cpu, _, pids = self._usage()
+            self._add_stall(pids, thread)
+            self.cpu_used = cpu - call.cpu if self.reason is None else self.cpu_used
+            self.held += self._spent(call)
             self._call = None
         raise WorkerFailure(f"the submission's process {self.reason}")
 

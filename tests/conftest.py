@@ -243,12 +243,16 @@ def data_environment() -> dict[str, str]:
 
 
 def grade_class(folder: Path, out: Path, *options: str, level: str = "root", course: Path = ROOT,
-                env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+                env: dict | None = None, timeout: float = 1800, wrapper: list[str] = (),
+                quiet: bool = True) -> subprocess.CompletedProcess:
     """`autograder grade FOLDER --out OUT` through the command line, as a TA runs it, at one of
-    LEVELS, with the session's data (and `env`); a failed run is the test's failure, with its output."""
-    command, env = grade_command(level, ["grade", str(folder), "--out", str(out), "--device", "cpu", "-q", *options],
+    LEVELS, with the session's data (and `env`), run by `wrapper` (taskset, say), with `-q` unless
+    the test reads the progress and the sandbox line; a failed run is the test's failure, with its
+    output."""
+    command, env = grade_command(level, ["grade", str(folder), "--out", str(out), "--device", "cpu",
+                                         *(["-q"] if quiet else []), *options],
                                  {**data_environment(), **(env or {})}, course)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([*wrapper, *command], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(command[-12:])} failed:\n{done.stderr[-4000:]}"
     return done
 
