@@ -9,6 +9,7 @@ disk, and the flood of its output (only the head is kept).
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -65,6 +66,7 @@ class Worker:
         self.held = 0.0  # seconds it took to answer, all calls together, not counting waits for a CPU
         self.stalled = 0.0  # seconds it was ready to run but waited for a CPU the machine was busy with
         self._delays: dict[int, int] = {}
+        self._drainer: int | None = None  # the grader's thread that reads its output
         self._looked = time.monotonic()
         self._looking = threading.Lock()
         self._call: _Call | None = None
@@ -73,11 +75,30 @@ class Worker:
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _drain(self, fd: int) -> None:
+        """Keep what the worker prints up to the output limit and drop the rest. A worker blocked
+        on a full pipe waits for this thread, so its waits for a CPU count as the grader's, and
+        a flood passes through a large pipe and, past the limit, to /dev/null by splice, never
+        copied here."""
+        self._drainer = threading.get_native_id()
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass  # a smaller pipe only costs more wake-ups
         with os.fdopen(fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(1 << 16):
-                room = max(self.limits.output_bytes - len(self.output), 0)
+            while len(self.output) < self.limits.output_bytes:
+                chunk = pipe.read(1 << 20)
+                if not chunk:
+                    return
+                room = self.limits.output_bytes - len(self.output)
                 self.output += chunk[:room]
                 self.output_dropped += len(chunk) - len(chunk[:room])
+            with open(os.devnull, "wb") as sink:
+                try:
+                    while moved := os.splice(fd, sink.fileno(), 1 << 20):
+                        self.output_dropped += moved
+                except OSError:
+                    while chunk := pipe.read(1 << 20):
+                        self.output_dropped += len(chunk)
 
     def _usage(self) -> tuple[float, int, list[int]]:
         """(CPU seconds, memory bytes, its processes): from its cgroup where it has one (where the
@@ -94,14 +115,16 @@ class Worker:
         procs = reap.members(reap.scan(), self.level.name, self.pid, self.uid)
         return sum(p.cpu_seconds for p in procs), sum(p.rss_bytes for p in procs), [p.pid for p in procs]
 
-    def _add_stall(self, pids: list[int], grader_thread: int | None) -> None:
-        """Count how long its threads, and the grader's thread waiting on its answer, waited for
-        a CPU since the last look, at most the time between looks: a worker that keeps its own
-        threads waiting gains no more than that, and spends CPU seconds doing it. Looked at by the
-        watchdog and at each call's start and end, so that a short call is counted too."""
+    def _add_stall(self, pids: list[int], waiting: int | None) -> None:
+        """Count how long its threads, and during a call the grader's threads it waits on (the
+        one `waiting` for its answer, the one reading its output), waited for a CPU since the
+        last look, at most the time between looks: a worker that keeps its own threads waiting
+        gains no more than that, and spends CPU seconds doing it. Looked at by the watchdog and
+        at each call's start and end, so that a short call is counted too."""
         with self._looking:
             now = time.monotonic()
-            delays = reap.run_delays(pids, (grader_thread,) if grader_thread is not None else ())
+            ours = () if waiting is None else (waiting,) if self._drainer is None else (waiting, self._drainer)
+            delays = reap.run_delays(pids, ours)
             waited = sum(max(ns - self._delays.get(tid, ns), 0) for tid, ns in delays.items()) / 1e9
             self._delays = delays
             self.stalled += min(waited, now - self._looked)
