@@ -64,7 +64,7 @@ class Worker:
         self.output, self.output_dropped = bytearray(), 0
         self.cpu_used = 0.0  # by the last call
         self.held = 0.0  # seconds it took to answer, all calls together, not counting waits for a CPU
-        self.stalled = 0.0  # seconds it was ready to run but waited for a CPU the machine was busy with
+        self._stalled = 0.0  # seconds it was ready to run but waited for a CPU the machine was busy with
         self._delays: dict[int, int] = {}
         self._drainer: int | None = None  # the grader's thread that reads its output
         self._looked = time.monotonic()
@@ -123,16 +123,16 @@ class Worker:
         at each call's start and end, so that a short call is counted too."""
         with self._looking:
             now = time.monotonic()
-            ours = () if waiting is None else (waiting,) if self._drainer is None else (waiting, self._drainer)
+            ours = () if waiting is None else tuple(t for t in (waiting, self._drainer) if t is not None)
             delays = reap.run_delays(pids, ours)
             waited = sum(max(ns - self._delays.get(tid, ns), 0) for tid, ns in delays.items()) / 1e9
             self._delays = delays
-            self.stalled += min(waited, now - self._looked)
+            self._stalled += min(waited, now - self._looked)
             self._looked = now
 
-    def _spent(self, call: "_Call") -> float:
+    def _spent(self, call: _Call) -> float:
         """Seconds `call` has taken, less the time the worker waited for a CPU."""
-        return time.monotonic() - call.started - (self.stalled - call.stalled)
+        return time.monotonic() - call.started - (self._stalled - call.stalled)
 
     def _scratch(self, everywhere: bool) -> tuple[int, int]:
         """(bytes, files) it wrote where it may: its scratch folder and, at "uid" without
@@ -204,7 +204,7 @@ class Worker:
         thread = threading.get_native_id()
         cpu, _, pids = self._usage()
         self._add_stall(pids, thread)
-        call = self._call = _Call(cpu, cpu_limit, wall_limit, out_of_time, time.monotonic(), self.stalled, thread)
+        call = self._call = _Call(cpu, cpu_limit, wall_limit, out_of_time, time.monotonic(), self._stalled, thread)
         try:
             if message is not None:
                 self.sock.settimeout(wall_limit)
